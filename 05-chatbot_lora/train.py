@@ -1,0 +1,107 @@
+"""Lesson 05 - LoRA: learn a low-rank update B @ A beside frozen weight matrices.
+
+    python 05-chatbot_lora/train.py --help
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LESSON_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
+
+from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+from common.training import (  # noqa: E402
+    BaseScriptArguments,
+    TrainableStateTrainer,
+    finish_training,
+    load_base_model,
+    load_tokenizer,
+    parse_train_args,
+    save_final,
+)
+from peft import LoraConfig, TaskType, get_peft_model  # noqa: E402
+
+LEARNING_RATE = 2e-4
+
+
+# ---------------------------------------------------------------- 1. config
+@dataclass
+class ScriptArguments(BaseScriptArguments):
+    target_modules: list[str] = field(
+        default_factory=lambda: ["query_key_value"],
+        metadata={"help": "Layers to adapt: module names (suffix match), or one regex matched against full names, "
+                          "e.g. '.*\\.1.*query_key_value'."},
+    )
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Modules trained in full and saved with the adapter, e.g. word_embeddings."}
+    )
+    lora_r: int = field(default=8, metadata={"help": "Rank of the update B @ A."})
+    lora_alpha: int = field(default=16, metadata={"help": "The update is scaled by lora_alpha / lora_r."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch's input."})
+
+
+# ---------------------------------------------------------------- 5. method
+def add_method(model, args: ScriptArguments, tokenizer):
+    """LoRA freezes every weight W and learns dW = B @ A with A: r x in and B: out x r, r tiny.
+    B starts at zero, so training starts from the base model exactly; after training B @ A can be
+    merged into W, so inference costs nothing extra."""
+    targets = args.target_modules
+    regex = len(targets) == 1 and any(ch in targets[0] for ch in ".*[]()|?+\\^$")
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        target_modules=targets[0] if regex else targets,
+        modules_to_save=args.modules_to_save,
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        if "not found in the base model" not in str(exc) and "Target modules" not in str(exc):
+            raise
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise UserError(
+            f"--target_modules {' '.join(targets)} matches no layer; Linear layers here: {', '.join(names[:8])}"
+        ) from exc
+
+
+def save_method(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder)  # adapter_config.json + adapter_model.safetensors, a few MB
+    tokenizer.save_pretrained(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # 1. config
+    args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    # 2. data
+    train_rows = load_instruction_data(args.dataset)
+    eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
+    # 3. tokenize
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    train_ds = tokenize_dataset(train_rows, tokenizer, args.max_length)
+    eval_ds = tokenize_dataset(eval_rows, tokenizer, args.max_length) if eval_rows else None
+    # 4. base model
+    model = load_base_model(args.model_name_or_path, args.dtype, args.trust_remote_code)
+    # 5. method
+    model = add_method(model, args, tokenizer)
+    model.print_trainable_parameters()
+    # 6. Trainer
+    trainer = TrainableStateTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+    )
+    # 7. train
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish_training(trainer, result, eval_ds)
+    # 8. save
+    save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
+
+
+if __name__ == "__main__":
+    run_cli(main)

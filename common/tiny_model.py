@@ -1,0 +1,85 @@
+"""Build a tiny random BLOOM plus a tokenizer trained on the sample data, for offline CPU runs.
+
+    python -m common.tiny_model tiny-bloom
+
+It shows the mechanics of every lesson in seconds; its answers are noise. The embeddings are untied and the
+init is wider than BLOOM's default, because a tiny tied BLOOM mostly repeats its last input token, and then a
+trained adapter hardly changes its greedy answer, which would make generation tests unable to fail.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "data" / "alpaca_sample_zh.json"
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]  # ids 0-3, as in bloom-1b4-zh
+
+
+def build_tokenizer(vocab_size: int = 2000, data_file: Path = SAMPLE_DATA):
+    """Train a byte-level BPE tokenizer on the sample data (about a second)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .prompt import build_prompt
+
+    rows = json.loads(Path(data_file).read_text(encoding="utf-8"))
+    texts = [build_prompt(r["instruction"], r["input"]) + r["output"] for r in rows]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        padding_side="left",
+    )
+
+
+def build_tiny_model(out_dir: str | Path, hidden_size: int = 64, n_layer: int = 2, n_head: int = 4, seed: int = 0):
+    """Save a tokenizer and a random `BloomForCausalLM` to `out_dir` and return the folder."""
+    import torch
+    from transformers import BloomConfig, BloomForCausalLM
+
+    tokenizer = build_tokenizer()
+    config = BloomConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        initializer_range=0.1,
+    )
+    torch.manual_seed(seed)
+    model = BloomForCausalLM(config)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", help="folder to write the tiny model and tokenizer to")
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--n_layer", type=int, default=2)
+    parser.add_argument("--n_head", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    out = build_tiny_model(args.out_dir, args.hidden_size, args.n_layer, args.n_head, args.seed)
+    print(f"tiny BLOOM written to {out} (random weights: it shows the mechanics, not answer quality)")
+
+
+if __name__ == "__main__":
+    main()

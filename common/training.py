@@ -1,0 +1,216 @@
+"""Plumbing shared by every lesson's train.py: arguments, model loading, checkpoints, the final save."""
+
+import json
+import os
+import resource
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from .errors import UserError
+
+DEFAULT_MODEL = "Langboat/bloom-1b4-zh"
+DEFAULT_DATASET = "shibing624/alpaca-zh"
+FINAL_SUBDIR = "adapter"  # the finished artifact, next to the Trainer's checkpoint-* folders
+TRAINABLE_STATE = "trainable_state.safetensors"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class BaseScriptArguments:
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL, metadata={"help": "Base causal LM: a hub id or a local folder."}
+    )
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "A hub dataset id, a save_to_disk folder, or a .json/.jsonl/.parquet file."},
+    )
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Optional held-out data in the same formats; evaluated after training."}
+    )
+    max_length: int = field(default=256, metadata={"help": "Longest tokenised row; longer rows are cut on the right."})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "dtype to load the base model in.", "choices": list(DTYPES)},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run code shipped with the model repo. Only for repos you trust."}
+    )
+
+
+def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
+    """Parse the lesson's script arguments and every `TrainingArguments` flag.
+
+    The defaults follow the course (batch 1 x 8 accumulation, one epoch); each lesson sets its own learning
+    rate and its own output folder, so lessons never overwrite each other.
+    """
+    parser = HfArgumentParser((script_cls, TrainingArguments))
+    parser.set_defaults(
+        output_dir=str(lesson_dir / "output"),
+        learning_rate=learning_rate,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=8,
+        num_train_epochs=1,
+        logging_steps=10,
+        save_steps=200,
+        save_total_limit=3,
+    )
+    script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if training_args.include_num_input_tokens_seen == "no":
+        training_args.include_num_input_tokens_seen = "non_padding"  # for the tokens/s figure
+    if script_args.max_length < 2:
+        raise UserError("--max_length must be at least 2")
+    out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output_dir {out} is a file; pass a folder path")
+    training_args.resume_from_checkpoint = _resolve_resume(training_args.resume_from_checkpoint, out)
+    return script_args, training_args
+
+
+def _resolve_resume(value: str | None, output_dir: Path) -> str | None:
+    if value is None or value.lower() == "false":
+        return None
+    if value.lower() == "true":
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last is None:
+            raise UserError(f"--resume_from_checkpoint true: no checkpoint-* folder in {output_dir}")
+        return last
+    if not (Path(value) / TRAINABLE_STATE).is_file():
+        raise UserError(f"--resume_from_checkpoint {value}: not a checkpoint of this course (no {TRAINABLE_STATE})")
+    return value
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load a tokenizer from {name_or_path!r}: {_first_line(exc)}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """Load a causal LM, turning the usual mistakes (wrong path, not a causal LM) into one clear line."""
+    from transformers import AutoModelForCausalLM
+
+    if _looks_local(name_or_path) and not Path(name_or_path).expanduser().is_dir():
+        raise UserError(f"model not found: {name_or_path} (no such folder)")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+        )
+    except ValueError as exc:  # transformers raises ValueError for a config with no causal-LM class
+        raise UserError(f"{name_or_path} is not a causal language model: {_first_line(exc)}") from exc
+    except OSError as exc:
+        raise UserError(f"could not load the model {name_or_path!r}: {_first_line(exc)}") from exc
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).exists()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """Every parameter that is being trained, by name: what a checkpoint must hold to resume exactly."""
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+class TrainableStateTrainer(Trainer):
+    """A Trainer whose checkpoints hold only the trained tensors (plus optimizer, scheduler and RNG state).
+
+    A plain checkpoint is either the full model (BitFit: 5 GB each on bloom-1b4-zh) or peft's adapter file,
+    which for P-tuning and projected prefixes keeps only the final virtual tokens, not the encoder being
+    trained, so resuming from it would silently restart the encoder.
+    """
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        tensors = trainable_state(model)
+        if state_dict is not None:  # DeepSpeed gathers the weights for us
+            tensors = {k: state_dict[k].cpu().contiguous() for k in tensors if k in state_dict} or tensors
+        save_file(tensors, os.path.join(output_dir, TRAINABLE_STATE))
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        saved = load_file(os.path.join(resume_from_checkpoint, TRAINABLE_STATE))
+        params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
+        if missing or unexpected:
+            raise UserError(
+                f"{resume_from_checkpoint} was made by a different method or settings "
+                f"({len(missing)} trained tensors missing, {len(unexpected)} unexpected, e.g. "
+                f"{(missing + unexpected)[0]}); resume with the flags of the original run"
+            )
+        with torch.no_grad():
+            for name, p in params.items():
+                if p.shape != saved[name].shape:
+                    raise UserError(f"{resume_from_checkpoint}: {name} has shape {tuple(saved[name].shape)}, "
+                                    f"this run expects {tuple(p.shape)}; resume with the flags of the original run")
+                p.copy_(saved[name])
+
+
+def finish_training(trainer: Trainer, train_result, eval_dataset=None) -> dict:
+    """Evaluate if asked, and save metrics (loss, speed, peak memory) and the log next to the checkpoints."""
+    metrics = dict(train_result.metrics)
+    tokens = trainer.state.num_input_tokens_seen
+    if tokens and metrics.get("train_runtime"):
+        metrics["train_tokens_per_second"] = round(tokens / metrics["train_runtime"], 3)
+    if torch.cuda.is_available():
+        metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    metrics["peak_rss_mb"] = round(rss, 1)
+    if eval_dataset is not None:
+        eval_metrics = trainer.evaluate(eval_dataset)
+        eval_metrics["eval_perplexity"] = float(torch.exp(torch.tensor(eval_metrics["eval_loss"])))
+        metrics.update(eval_metrics)
+    if trainer.is_world_process_zero():
+        trainer.save_metrics("all", metrics, combined=False)
+        trainer.state.save_to_json(os.path.join(trainer.args.output_dir, "trainer_state.json"))
+    return metrics
+
+
+def save_final(trainer: Trainer, write) -> Path | None:
+    """Write the finished artifact atomically: into a temporary folder beside it, then rename.
+
+    A crash mid-save leaves the previous artifact (or none), never a half-written one.
+    """
+    if not trainer.is_world_process_zero():
+        return None
+    final = Path(trainer.args.output_dir) / FINAL_SUBDIR
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
+    print(f"saved to {final}", file=sys.stderr)
+    return final
+
+
+def write_json(path: Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
