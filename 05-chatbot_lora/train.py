@@ -1,6 +1,6 @@
 """Lesson 05 - LoRA: learn a low-rank update B @ A beside frozen weight matrices.
 
-    python 05-chatbot_lora/train.py --help
+python 05-chatbot_lora/train.py --help
 """
 
 import sys
@@ -9,6 +9,8 @@ from pathlib import Path
 
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
+
+from peft import LoraConfig, TaskType, get_peft_model  # noqa: E402
 
 from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
 from common.errors import UserError, run_cli  # noqa: E402
@@ -21,7 +23,6 @@ from common.training import (  # noqa: E402
     parse_train_args,
     save_final,
 )
-from peft import LoraConfig, TaskType, get_peft_model  # noqa: E402
 
 LEARNING_RATE = 2e-4
 
@@ -31,8 +32,10 @@ LEARNING_RATE = 2e-4
 class ScriptArguments(BaseScriptArguments):
     target_modules: list[str] = field(
         default_factory=lambda: ["query_key_value"],
-        metadata={"help": "Layers to adapt: module names (suffix match), or one regex matched against full names, "
-                          "e.g. '.*\\.1.*query_key_value'."},
+        metadata={
+            "help": "Layers to adapt: module names (suffix match), or one regex matched against full names, "
+            "e.g. '.*\\.1.*query_key_value'."
+        },
     )
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Modules trained in full and saved with the adapter, e.g. word_embeddings."}

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,33 @@ def resolve_adapter(adapter: str | None, lesson_dir: Path, method: str) -> Path:
             f"{folder} holds a {found} adapter, made by {lesson}; use python {lesson}/infer.py --adapter {folder}"
         )
     return folder
+
+
+def artifact_base(folder: Path) -> str:
+    """The base model an artifact was trained on, as recorded at save time."""
+    name = BITFIT_INFO if (folder / BITFIT_INFO).is_file() else "adapter_config.json"
+    return json.loads((folder / name).read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+
+def load_base_for(folder: Path, model_name_or_path: str | None, dtype: str, trust_remote_code: bool):
+    """Tokenizer saved with the artifact, and the base model it names (unless the user names another)."""
+    from .training import load_base_model, load_tokenizer
+
+    tokenizer = load_tokenizer(str(folder), trust_remote_code)
+    model = load_base_model(model_name_or_path or artifact_base(folder), dtype, trust_remote_code)
+    return tokenizer, model
+
+
+@contextmanager
+def explain_mismatch(folder: Path, model):
+    """Turn a shape/key mismatch while loading an artifact into 'trained on another base model'."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise UserError(
+            f"{folder} does not fit the base model {model.config._name_or_path}: it was trained on "
+            f"{artifact_base(folder)} ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]})"
+        ) from exc
 
 
 def generation_kwargs(args: InferArguments, tokenizer) -> dict:

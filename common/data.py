@@ -72,7 +72,7 @@ def _read_json_rows(path: Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from None
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise UserError(f"{path}: expected a list of rows like {{\"instruction\": ..., \"output\": ...}}")
+        raise UserError(f'{path}: expected a list of rows like {{"instruction": ..., "output": ...}}')
     if not rows:
         raise UserError(f"{path} holds no rows")
     return rows

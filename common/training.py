@@ -43,6 +43,9 @@ class BaseScriptArguments:
         default=False, metadata={"help": "Run code shipped with the model repo. Only for repos you trust."}
     )
 
+    def check(self, training_args: TrainingArguments) -> None:
+        """A lesson overrides this to refuse Trainer flags its method cannot work with."""
+
 
 def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
     """Parse the lesson's script arguments and every `TrainingArguments` flag.
@@ -62,6 +65,7 @@ def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
         save_total_limit=3,
     )
     script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    script_args.check(training_args)
     if training_args.include_num_input_tokens_seen == "no":
         training_args.include_num_input_tokens_seen = "non_padding"  # for the tokens/s figure
     if script_args.max_length < 2:
@@ -163,8 +167,10 @@ class TrainableStateTrainer(Trainer):
         with torch.no_grad():
             for name, p in params.items():
                 if p.shape != saved[name].shape:
-                    raise UserError(f"{resume_from_checkpoint}: {name} has shape {tuple(saved[name].shape)}, "
-                                    f"this run expects {tuple(p.shape)}; resume with the flags of the original run")
+                    raise UserError(
+                        f"{resume_from_checkpoint}: {name} has shape {tuple(saved[name].shape)}, "
+                        f"this run expects {tuple(p.shape)}; resume with the flags of the original run"
+                    )
                 p.copy_(saved[name])
 
 

@@ -1,0 +1,52 @@
+"""Lesson 01 - chat with a BitFit model (base model + trained biases), or save it as one full model.
+
+python 01-chatbot_bitfit/infer.py --prompt "..."        # one answer on stdout
+python 01-chatbot_bitfit/infer.py --input_file q.txt    # JSON lines
+python 01-chatbot_bitfit/infer.py                       # interactive chat
+python 01-chatbot_bitfit/infer.py --merge_to merged/    # a plain transformers model
+"""
+
+import sys
+from pathlib import Path
+
+LESSON_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(LESSON_DIR.parent))
+
+from safetensors.torch import load_file  # noqa: E402
+
+from common.chat import explain_mismatch, load_base_for, parse_infer_args, resolve_adapter, run_modes, save_merged  # noqa: E402,E501
+from common.errors import run_cli  # noqa: E402
+
+METHOD = "BITFIT"
+BIASES_FILE = "bitfit_biases.safetensors"
+
+
+def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", trust_remote_code=False):
+    """Base model with the trained biases written over its own; the base is the one recorded unless given."""
+    folder = resolve_adapter(adapter, LESSON_DIR, METHOD)
+    tokenizer, model = load_base_for(folder, model_name_or_path, dtype, trust_remote_code)
+    biases = load_file(folder / BIASES_FILE)
+    with explain_mismatch(folder, model):
+        expected = {name for name, _ in model.named_parameters() if "bias" in name}
+        if set(biases) != expected:
+            raise KeyError(f"{len(set(biases) ^ expected)} bias names differ, e.g. {sorted(set(biases) ^ expected)[0]}")
+        model.load_state_dict(biases, strict=False)  # raises on a shape mismatch
+    return model, tokenizer
+
+
+def merge(model, tokenizer, out_dir: str) -> None:
+    # the biases already live inside the model: saving it gives a full standalone model
+    save_merged(model, tokenizer, out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_infer_args(argv, __doc__)
+    model, tokenizer = load_for_inference(args.adapter, args.model_name_or_path, args.dtype, args.trust_remote_code)
+    if args.merge_to:
+        merge(model, tokenizer, args.merge_to)
+    else:
+        run_modes(args, model, tokenizer)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,92 @@
+"""Lesson 01 - BitFit: train only the bias terms, freeze everything else.
+
+python 01-chatbot_bitfit/train.py --help
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+LESSON_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
+
+from safetensors.torch import save_file  # noqa: E402
+
+from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
+from common.errors import run_cli  # noqa: E402
+from common.params import print_trainable_parameters  # noqa: E402
+from common.training import (  # noqa: E402
+    BaseScriptArguments,
+    TrainableStateTrainer,
+    finish_training,
+    load_base_model,
+    load_tokenizer,
+    parse_train_args,
+    save_final,
+)
+
+LEARNING_RATE = 1e-3
+BIASES_FILE = "bitfit_biases.safetensors"
+INFO_FILE = "bitfit.json"
+
+
+# ---------------------------------------------------------------- 1. config
+@dataclass
+class ScriptArguments(BaseScriptArguments):
+    pass  # BitFit has no knobs: which tensors train is fixed by the method
+
+
+# ---------------------------------------------------------------- 5. method
+def add_method(model, args: ScriptArguments, tokenizer):
+    """BitFit freezes every weight and trains only the bias vectors (of Linear and LayerNorm layers alike):
+    well under 0.1% of the model. No new modules, no peft: we just choose what gets gradients. Trained
+    biases are kept in fp32, since an optimizer cannot update fp16 master weights."""
+    for name, param in model.named_parameters():
+        param.requires_grad = "bias" in name
+        if param.requires_grad:
+            param.data = param.data.float()
+    return model
+
+
+def save_method(model, tokenizer, folder: Path) -> None:
+    # only the trained tensors (about 2 MB for bloom-1b4-zh), plus which base they belong to
+    biases = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    save_file(biases, folder / BIASES_FILE)
+    info = {"method": "bitfit", "base_model_name_or_path": model.config._name_or_path, "tensors": len(biases)}
+    (folder / INFO_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tokenizer.save_pretrained(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # 1. config
+    args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    # 2. data
+    train_rows = load_instruction_data(args.dataset)
+    eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
+    # 3. tokenize
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    train_ds = tokenize_dataset(train_rows, tokenizer, args.max_length)
+    eval_ds = tokenize_dataset(eval_rows, tokenizer, args.max_length) if eval_rows else None
+    # 4. base model
+    model = load_base_model(args.model_name_or_path, args.dtype, args.trust_remote_code)
+    # 5. method
+    model = add_method(model, args, tokenizer)
+    print_trainable_parameters(model)
+    # 6. Trainer
+    trainer = TrainableStateTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+    )
+    # 7. train
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish_training(trainer, result, eval_ds)
+    # 8. save
+    save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,108 @@
+"""Lesson 02 - prompt tuning: learn a few virtual token embeddings put in front of every input.
+
+python 02-chatbot_prompt_tuning/train.py --help
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LESSON_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
+
+from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model  # noqa: E402
+
+from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
+from common.errors import run_cli  # noqa: E402
+from common.training import (  # noqa: E402
+    BaseScriptArguments,
+    TrainableStateTrainer,
+    finish_training,
+    load_base_model,
+    load_tokenizer,
+    parse_train_args,
+    save_final,
+)
+
+LEARNING_RATE = 3e-2  # only a few thousand numbers to move: prompt tuning needs a high rate
+
+
+# ---------------------------------------------------------------- 1. config
+@dataclass
+class ScriptArguments(BaseScriptArguments):
+    prompt_init: str = field(
+        default="text",
+        metadata={
+            "help": "text: start from the embeddings of --prompt_init_text (hard prompt); "
+            "random: start from random embeddings (soft prompt).",
+            "choices": ["text", "random"],
+        },
+    )
+    prompt_init_text: str = field(
+        default="下面是一段人与机器人的对话。", metadata={"help": "Text whose token embeddings start the prompt."}
+    )
+    num_virtual_tokens: int | None = field(
+        default=None, metadata={"help": "Virtual tokens; default: the text's token count (text) or 10 (random)."}
+    )
+
+
+# ---------------------------------------------------------------- 5. method
+def add_method(model, args: ScriptArguments, tokenizer):
+    """Prompt tuning freezes the whole model and learns only num_virtual_tokens x hidden numbers: embeddings
+    of virtual tokens prepended to every input. They act on the input embeddings only; the layers see them
+    like ordinary tokens. Starting from a real sentence's embeddings ("hard" init) usually trains faster."""
+    if args.prompt_init == "text":
+        config = PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            prompt_tuning_init_text=args.prompt_init_text,
+            num_virtual_tokens=args.num_virtual_tokens
+            or len(tokenizer(args.prompt_init_text, add_special_tokens=False)["input_ids"]),
+            tokenizer_name_or_path=args.model_name_or_path,
+        )
+    else:
+        config = PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            prompt_tuning_init=PromptTuningInit.RANDOM,
+            num_virtual_tokens=args.num_virtual_tokens or 10,
+        )
+    return get_peft_model(model, config)
+
+
+def save_method(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder)  # adapter_config.json + adapter_model.safetensors, a few MB
+    tokenizer.save_pretrained(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # 1. config
+    args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    # 2. data
+    train_rows = load_instruction_data(args.dataset)
+    eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
+    # 3. tokenize
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    train_ds = tokenize_dataset(train_rows, tokenizer, args.max_length)
+    eval_ds = tokenize_dataset(eval_rows, tokenizer, args.max_length) if eval_rows else None
+    # 4. base model
+    model = load_base_model(args.model_name_or_path, args.dtype, args.trust_remote_code)
+    # 5. method
+    model = add_method(model, args, tokenizer)
+    model.print_trainable_parameters()
+    # 6. Trainer
+    trainer = TrainableStateTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+    )
+    # 7. train
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish_training(trainer, result, eval_ds)
+    # 8. save
+    save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,92 @@
+"""Lesson 03 - P-tuning: virtual tokens produced by a small trained encoder (MLP or LSTM).
+
+python 03-chatbot_p_tuning/train.py --help
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LESSON_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
+
+from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model  # noqa: E402
+
+from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
+from common.errors import run_cli  # noqa: E402
+from common.training import (  # noqa: E402
+    BaseScriptArguments,
+    TrainableStateTrainer,
+    finish_training,
+    load_base_model,
+    load_tokenizer,
+    parse_train_args,
+    save_final,
+)
+
+LEARNING_RATE = 1e-3
+
+
+# ---------------------------------------------------------------- 1. config
+@dataclass
+class ScriptArguments(BaseScriptArguments):
+    encoder_type: str = field(
+        default="mlp", metadata={"help": "Prompt encoder: mlp or lstm.", "choices": ["mlp", "lstm"]}
+    )
+    num_virtual_tokens: int = field(default=10, metadata={"help": "Virtual tokens put before every input."})
+    encoder_hidden_size: int | None = field(
+        default=None, metadata={"help": "Hidden size of the prompt encoder; default: the model's hidden size."}
+    )
+
+
+# ---------------------------------------------------------------- 5. method
+def add_method(model, args: ScriptArguments, tokenizer):
+    """P-tuning, like prompt tuning, prepends virtual tokens to the input embeddings, but does not learn
+    them directly: a small encoder (MLP or bidirectional LSTM) maps trainable embeddings to them. The
+    reparameterisation makes training steadier; after training only its output is needed."""
+    config = PromptEncoderConfig(
+        task_type=TaskType.CAUSAL_LM,
+        num_virtual_tokens=args.num_virtual_tokens,
+        encoder_reparameterization_type=PromptEncoderReparameterizationType[args.encoder_type.upper()],
+        encoder_hidden_size=args.encoder_hidden_size,
+    )
+    return get_peft_model(model, config)
+
+
+def save_method(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder)  # keeps only the encoder's output: num_virtual_tokens x hidden numbers
+    tokenizer.save_pretrained(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # 1. config
+    args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    # 2. data
+    train_rows = load_instruction_data(args.dataset)
+    eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
+    # 3. tokenize
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    train_ds = tokenize_dataset(train_rows, tokenizer, args.max_length)
+    eval_ds = tokenize_dataset(eval_rows, tokenizer, args.max_length) if eval_rows else None
+    # 4. base model
+    model = load_base_model(args.model_name_or_path, args.dtype, args.trust_remote_code)
+    # 5. method
+    model = add_method(model, args, tokenizer)
+    model.print_trainable_parameters()
+    # 6. Trainer
+    trainer = TrainableStateTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+    )
+    # 7. train
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish_training(trainer, result, eval_ds)
+    # 8. save
+    save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,49 @@
+"""Lesson 04 - chat with a prefix tuning adapter.
+
+python 04-chatbot_prefix_tuning/infer.py --prompt "..."        # one answer on stdout
+python 04-chatbot_prefix_tuning/infer.py --input_file q.txt    # JSON lines
+python 04-chatbot_prefix_tuning/infer.py                       # interactive chat
+"""
+
+import sys
+from pathlib import Path
+
+LESSON_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(LESSON_DIR.parent))
+
+from peft import PeftModel  # noqa: E402
+
+from common.chat import explain_mismatch, load_base_for, parse_infer_args, resolve_adapter, run_modes  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+
+METHOD = "PREFIX_TUNING"
+
+
+def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", trust_remote_code=False):
+    """Base model + adapter, ready to generate; the base is the one recorded in the adapter unless given."""
+    folder = resolve_adapter(adapter, LESSON_DIR, METHOD)
+    tokenizer, model = load_base_for(folder, model_name_or_path, dtype, trust_remote_code)
+    with explain_mismatch(folder, model):
+        model = PeftModel.from_pretrained(model, folder)
+    return model, tokenizer
+
+
+def merge(model, tokenizer, out_dir: str) -> None:
+    raise UserError(
+        "--merge_to: prefix tuning cannot be merged into the base model "
+        "(the prefixes are extra keys and values, not a change to any weight); "
+        "use infer.py with the adapter instead"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_infer_args(argv, __doc__)
+    model, tokenizer = load_for_inference(args.adapter, args.model_name_or_path, args.dtype, args.trust_remote_code)
+    if args.merge_to:
+        merge(model, tokenizer, args.merge_to)
+    else:
+        run_modes(args, model, tokenizer)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,99 @@
+"""Lesson 04 - prefix tuning: learned keys and values put in front of every layer's attention.
+
+python 04-chatbot_prefix_tuning/train.py --help
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LESSON_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
+
+from peft import PrefixTuningConfig, TaskType, get_peft_model  # noqa: E402
+
+from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+from common.training import (  # noqa: E402
+    BaseScriptArguments,
+    TrainableStateTrainer,
+    finish_training,
+    load_base_model,
+    load_tokenizer,
+    parse_train_args,
+    save_final,
+)
+
+LEARNING_RATE = 1e-2
+
+
+# ---------------------------------------------------------------- 1. config
+@dataclass
+class ScriptArguments(BaseScriptArguments):
+    prefix_projection: bool = field(
+        default=False, metadata={"help": "Produce the prefixes with a two-layer MLP instead of learning them directly."}
+    )
+    num_virtual_tokens: int = field(default=10, metadata={"help": "Prefix length, per layer."})
+    encoder_hidden_size: int | None = field(
+        default=None, metadata={"help": "Hidden size of the projection MLP; default: the model's hidden size."}
+    )
+
+    def check(self, training_args) -> None:
+        if training_args.gradient_checkpointing:
+            raise UserError(
+                "prefix tuning cannot be combined with --gradient_checkpointing (peft feeds the prefixes in as a "
+                "KV cache, which checkpointing disables); drop the flag or lower the batch size instead"
+            )
+
+
+# ---------------------------------------------------------------- 5. method
+def add_method(model, args: ScriptArguments, tokenizer):
+    """Prefix tuning learns, for every layer, num_virtual_tokens extra keys and values that each attention
+    head attends to before the real tokens: it acts inside every layer, not only at the input. With
+    prefix_projection an MLP produces them from smaller embeddings, which trains more steadily."""
+    config = PrefixTuningConfig(
+        task_type=TaskType.CAUSAL_LM,
+        num_virtual_tokens=args.num_virtual_tokens,
+        prefix_projection=args.prefix_projection,
+        encoder_hidden_size=args.encoder_hidden_size,
+    )
+    return get_peft_model(model, config)
+
+
+def save_method(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder)  # keeps only the final prefixes, not the projection MLP
+    tokenizer.save_pretrained(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # 1. config
+    args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    # 2. data
+    train_rows = load_instruction_data(args.dataset)
+    eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
+    # 3. tokenize
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    train_ds = tokenize_dataset(train_rows, tokenizer, args.max_length)
+    eval_ds = tokenize_dataset(eval_rows, tokenizer, args.max_length) if eval_rows else None
+    # 4. base model
+    model = load_base_model(args.model_name_or_path, args.dtype, args.trust_remote_code)
+    # 5. method
+    model = add_method(model, args, tokenizer)
+    model.print_trainable_parameters()
+    # 6. Trainer
+    trainer = TrainableStateTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+    )
+    # 7. train
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish_training(trainer, result, eval_ds)
+    # 8. save
+    save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
+
+
+if __name__ == "__main__":
+    run_cli(main)
