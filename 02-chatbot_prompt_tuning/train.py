@@ -74,7 +74,7 @@ def save_method(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None):
     # 1. config
     args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
     # 2. data
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     finish_training(trainer, result, eval_ds)
     # 8. save
     save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
+    return trainer
 
 
 if __name__ == "__main__":

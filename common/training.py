@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .errors import UserError
@@ -74,6 +74,8 @@ def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
     if out.exists() and not out.is_dir():
         raise UserError(f"--output_dir {out} is a file; pass a folder path")
     training_args.resume_from_checkpoint = _resolve_resume(training_args.resume_from_checkpoint, out)
+    # seed now, not only in Trainer(): the method's random init (LoRA A, soft prompts, encoders) comes first
+    set_seed(training_args.seed)
     return script_args, training_args
 
 

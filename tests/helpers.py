@@ -1,0 +1,75 @@
+"""Test helpers: load lesson scripts as modules, the variants of the course, a greedy reference decode."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common.prompt import build_prompt  # noqa: E402, I001
+
+LESSONS = {
+    "01": "01-chatbot_bitfit",
+    "02": "02-chatbot_prompt_tuning",
+    "03": "03-chatbot_p_tuning",
+    "04": "04-chatbot_prefix_tuning",
+    "05": "05-chatbot_lora",
+}
+
+# id -> (lesson, flags); the 10 variants of the course's table
+VARIANTS = {
+    "bitfit": ("01", []),
+    "prompt_text": ("02", ["--prompt_init", "text"]),
+    "prompt_random": ("02", ["--prompt_init", "random"]),
+    "ptuning_mlp": ("03", ["--encoder_type", "mlp"]),
+    "ptuning_lstm": ("03", ["--encoder_type", "lstm"]),
+    "prefix": ("04", ["--prefix_projection", "false"]),
+    "prefix_proj": ("04", ["--prefix_projection", "true"]),
+    "lora_qkv": ("05", []),
+    "lora_qkv_dense": ("05", ["--target_modules", "query_key_value", "dense_4h_to_h"]),
+    "lora_regex_emb": ("05", ["--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings"]),
+}
+
+_cache: dict[tuple[str, str], object] = {}
+
+
+def lesson_module(lesson: str, name: str):
+    """Import <lesson folder>/<name>.py as a module (the folders start with digits, so no plain import)."""
+    key = (lesson, name)
+    if key not in _cache:
+        path = ROOT / LESSONS[lesson] / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"lesson{lesson}_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _cache[key] = module
+    return _cache[key]
+
+
+@torch.no_grad()
+def greedy_reference(model, tokenizer, instruction: str, max_new_tokens: int) -> str:
+    """Greedy decoding with a full forward pass per token: no KV cache, no generate()."""
+    ids = tokenizer(build_prompt(instruction), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    new = []
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        token = int(logits[0, -1].argmax())
+        if token == tokenizer.eos_token_id:
+            break
+        new.append(token)
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+PROBE = ["今天是星期二，17天后是星期几？", "判断下面这句话的情感是积极还是消极。\n等了一个小时，菜还是凉的。"]
+
+
+@torch.no_grad()
+def probe_logits(model, tokenizer) -> torch.Tensor:
+    """Logits on a fixed left-padded batch: what a reload must reproduce."""
+    model.eval()
+    tokenizer.padding_side = "left"
+    batch = tokenizer([build_prompt(p) for p in PROBE], return_tensors="pt", padding=True, add_special_tokens=False)
+    return model(**batch, use_cache=False).logits.float()

@@ -1,0 +1,188 @@
+"""Every variant of every lesson, trained on the tiny model: what training changes, what it saves, and that
+the saved artifact reloads and generates exactly right."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import LESSONS, PROBE, ROOT, VARIANTS, greedy_reference, lesson_module, probe_logits
+from safetensors.torch import load_file
+
+MAX_NEW = 12
+PROMPTS = [PROBE[0], "你好", PROBE[1]]  # different lengths, so a batch is left-padded
+TRAIN_FLAGS = [
+    "--max_steps", "200", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+    "--logging_steps", "20", "--logging_first_step", "true", "--save_steps", "100", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def overfit_file(tmp_path_factory):
+    """Four short rows to overfit on; the probe prompts come from them."""
+    rows = json.loads((ROOT / "data" / "alpaca_sample_zh.json").read_text(encoding="utf-8"))
+    picked = [r for r in rows if len(r["output"]) < 30][:4]
+    path = tmp_path_factory.mktemp("data") / "overfit.json"
+    path.write_text(json.dumps(picked, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+class Trained:
+    def __init__(self, variant, trainer, out_dir, argv):
+        self.variant, self.lesson = variant, VARIANTS[variant][0]
+        self.trainer, self.out_dir, self.argv = trainer, out_dir, argv
+        self.adapter = out_dir / "adapter"
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_model_dir, overfit_file, tmp_path_factory):
+    """variant -> Trained, each variant trained once per test session (in-process: no import cost)."""
+    cache = {}
+
+    def get(variant):
+        if variant not in cache:
+            lesson, flags = VARIANTS[variant]
+            out_dir = tmp_path_factory.mktemp(variant) / "output"
+            argv = ["--model_name_or_path", str(tiny_model_dir), "--dataset", str(overfit_file),
+                    "--output_dir", str(out_dir), *TRAIN_FLAGS, *flags]  # fmt: skip
+            trainer = lesson_module(lesson, "train").main(argv)
+            cache[variant] = Trained(variant, trainer, out_dir, argv)
+        return cache[variant]
+
+    return get
+
+
+def initial_model(t: Trained):
+    """The model exactly as the run built it before training (same seed, same method init)."""
+    train = lesson_module(t.lesson, "train")
+    args, _ = train.parse_train_args(train.ScriptArguments, t.argv, train.LESSON_DIR, train.LEARNING_RATE)
+    tokenizer = train.load_tokenizer(args.model_name_or_path)
+    return train.add_method(train.load_base_model(args.model_name_or_path), args, tokenizer)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_loss_falls_under_default_learning_rate(variant, trained):
+    losses = [h["loss"] for h in trained(variant).trainer.state.log_history if "loss" in h]
+    assert len(losses) >= 5
+    assert losses[-1] < losses[0] - 0.3, losses
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_only_trainable_tensors_change(variant, trained):
+    t = trained(variant)
+    before = dict(initial_model(t).named_parameters())
+    after = dict(t.trainer.model.named_parameters())
+    assert before.keys() == after.keys()
+    trainable = [n for n, p in after.items() if p.requires_grad]
+    assert trainable
+    for name, p in after.items():
+        if p.requires_grad:
+            assert not torch.equal(p.detach(), before[name].detach()), f"{name} did not train"
+        else:
+            assert torch.equal(p.detach(), before[name].detach()), f"frozen {name} changed"
+    if variant == "bitfit":
+        assert all("bias" in n for n in trainable)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_saved_folder_holds_only_the_adapter(variant, trained, tiny_model_dir):
+    t = trained(variant)
+    files = {p.name for p in t.adapter.iterdir()}
+    tokenizer_files = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+    if variant == "bitfit":
+        assert files - tokenizer_files == {"bitfit_biases.safetensors", "bitfit.json"}
+        saved = load_file(t.adapter / "bitfit_biases.safetensors")
+        biases = {n for n, _ in t.trainer.model.named_parameters() if "bias" in n}
+        assert set(saved) == biases
+    else:
+        assert files - tokenizer_files - {"README.md"} == {"adapter_config.json", "adapter_model.safetensors"}
+    weights = sum(p.stat().st_size for p in t.adapter.iterdir() if p.suffix == ".safetensors")
+    assert weights < (tiny_model_dir / "model.safetensors").stat().st_size / 2
+    assert not list(t.out_dir.glob(".adapter.*")), "temporary save folders left behind"
+    for checkpoint in t.out_dir.glob("checkpoint-*"):
+        assert not (checkpoint / "model.safetensors").exists()
+
+
+@pytest.fixture(scope="session")
+def reloaded_logits(trained, tmp_path_factory):
+    """All variants reloaded in one fresh process (one import cost), each by its lesson's infer.py."""
+    out = tmp_path_factory.mktemp("reload") / "logits.safetensors"
+    specs = [f"{v}={trained(v).lesson}={trained(v).adapter}" for v in VARIANTS]
+    subprocess.run([sys.executable, str(ROOT / "tests" / "reload_logits.py"), str(out), *specs], check=True,
+                   cwd=ROOT / "tests", env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    return load_file(out)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fresh_process_reload_gives_identical_logits(variant, trained, reloaded_logits):
+    t = trained(variant)
+    expected = probe_logits(t.trainer.model, t.trainer.processing_class)
+    torch.testing.assert_close(reloaded_logits[variant], expected, atol=1e-5, rtol=0)
+
+
+def run_infer(lesson, capsys, *argv):
+    capsys.readouterr()
+    lesson_module(lesson, "infer").main(list(argv))
+    return capsys.readouterr().out
+
+
+@pytest.fixture(scope="session")
+def base_answers(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return [greedy_reference(model, tokenizer, p, MAX_NEW) for p in PROMPTS]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_generation_equals_greedy_reference(variant, trained, base_answers, capsys, tmp_path):
+    t = trained(variant)
+    model, tokenizer = lesson_module(t.lesson, "infer").load_for_inference(str(t.out_dir))
+    reference = [greedy_reference(model, tokenizer, p, MAX_NEW) for p in PROMPTS]
+    # the adapter must really change the answer, or this test could not catch a generate() that ignores it
+    assert reference != base_answers
+    greedy = ["--adapter", str(t.out_dir), "--do_sample", "false", "--max_new_tokens", str(MAX_NEW)]
+    assert run_infer(t.lesson, capsys, *greedy, "--prompt", PROMPTS[0]).strip() == reference[0]
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("\n".join(p.replace("\n", " ") for p in PROMPTS[:2]) + "\n", encoding="utf-8")
+    lines = run_infer(t.lesson, capsys, *greedy, "--input_file", str(prompts_file)).splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [r["prompt"] for r in rows] == PROMPTS[:2]
+    assert [r["response"] for r in rows] == reference[:2]
+
+
+@pytest.mark.parametrize("variant", ["bitfit", "lora_qkv", "lora_regex_emb"])
+def test_merged_model_gives_the_same_answer(variant, trained, capsys, tmp_path):
+    from transformers import pipeline
+
+    t = trained(variant)
+    model, tokenizer = lesson_module(t.lesson, "infer").load_for_inference(str(t.out_dir))
+    reference = greedy_reference(model, tokenizer, PROMPTS[0], MAX_NEW)
+    run_infer(t.lesson, capsys, "--adapter", str(t.out_dir), "--merge_to", str(tmp_path / "merged"))
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    pipe = pipeline("text-generation", model=str(tmp_path / "merged"), device="cpu")
+    from common.prompt import build_prompt
+
+    out = pipe(build_prompt(PROMPTS[0]), max_new_tokens=MAX_NEW, do_sample=False, return_full_text=False)
+    assert out[0]["generated_text"].strip() == reference
+
+
+@pytest.mark.parametrize("lesson", ["02", "03", "04"])
+def test_merge_is_refused_where_impossible(lesson, trained, tmp_path):
+    from common.errors import UserError
+
+    variant = next(v for v, (ls, _) in VARIANTS.items() if ls == lesson)
+    with pytest.raises(UserError, match="cannot be merged"):
+        lesson_module(lesson, "infer").main(["--adapter", str(trained(variant).out_dir), "--merge_to", str(tmp_path)])
+
+
+def test_lessons_differ_only_in_the_method():
+    """main() is the same in every peft lesson: a learner's diff shows only the method."""
+    mains = {
+        ls: (ROOT / d / "train.py").read_text(encoding="utf-8").split("\ndef main")[1] for ls, d in LESSONS.items()
+    }
+    assert mains["02"] == mains["03"] == mains["04"] == mains["05"]
+    assert mains["01"] == mains["05"].replace("model.print_trainable_parameters()", "print_trainable_parameters(model)")
