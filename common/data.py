@@ -57,12 +57,15 @@ def _read_json_rows(path: Path) -> list[dict]:
         raise UserError(f"{path}: not UTF-8 text (undecodable byte at offset {exc.start}); save it as UTF-8") from None
     if not text.strip():
         raise UserError(f"{path} is empty")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
+    rows = None
+    if path.suffix == ".json":
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    else:  # JSON lines (many exported alpaca files use .json for them too)
+            # many exported alpaca files are JSON lines named .json: those fail with "Extra data" on line 2
+            if text.lstrip().startswith("[") or exc.msg != "Extra data":
+                raise UserError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if rows is None:
         rows = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .errors import UserError
 
@@ -83,10 +82,12 @@ def _resolve_resume(value: str | None, output_dir: Path) -> str | None:
     if value is None or value.lower() == "false":
         return None
     if value.lower() == "true":
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if last is None:
-            raise UserError(f"--resume_from_checkpoint true: no checkpoint-* folder in {output_dir}")
-        return last
+        # the newest complete checkpoint: a run killed while saving leaves one without trainer_state.json
+        complete = [c for c in output_dir.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()
+                    and (c / "trainer_state.json").is_file() and (c / TRAINABLE_STATE).is_file()]  # fmt: skip
+        if not complete:
+            raise UserError(f"--resume_from_checkpoint true: no complete checkpoint-* folder in {output_dir}")
+        return str(max(complete, key=lambda c: int(c.name.split("-")[-1])))
     if not (Path(value) / TRAINABLE_STATE).is_file():
         raise UserError(f"--resume_from_checkpoint {value}: not a checkpoint of this course (no {TRAINABLE_STATE})")
     return value
@@ -95,6 +96,7 @@ def _resolve_resume(value: str | None, output_dir: Path) -> str | None:
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    _check_local(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -108,8 +110,7 @@ def load_base_model(name_or_path: str, dtype: str = "float32", trust_remote_code
     """Load a causal LM, turning the usual mistakes (wrong path, not a causal LM) into one clear line."""
     from transformers import AutoModelForCausalLM
 
-    if _looks_local(name_or_path) and not Path(name_or_path).expanduser().is_dir():
-        raise UserError(f"model not found: {name_or_path} (no such folder)")
+    _check_local(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
@@ -120,8 +121,11 @@ def load_base_model(name_or_path: str, dtype: str = "float32", trust_remote_code
         raise UserError(f"could not load the model {name_or_path!r}: {_first_line(exc)}") from exc
 
 
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).exists()
+def _check_local(name: str) -> None:
+    """A name that can only be a local path (hub ids look like owner/name) must exist."""
+    local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if local and not Path(name).expanduser().is_dir():
+        raise UserError(f"model not found: {name} (no such folder)")
 
 
 def _first_line(exc: BaseException) -> str:
