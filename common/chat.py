@@ -105,12 +105,24 @@ def load_base_for(folder: Path, model_name_or_path: str | None, dtype: str, trus
 def explain_mismatch(folder: Path, model):
     """Turn a shape/key mismatch while loading an artifact into 'trained on another base model'."""
     try:
+        _check_dimensions(folder, model)
         yield
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(
             f"{folder} does not fit the base model {model.config._name_or_path}: it was trained on "
             f"{artifact_base(folder)} ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]})"
         ) from exc
+
+
+def _check_dimensions(folder: Path, model) -> None:
+    """Prompt-learning adapters load into any base model without complaint and fail only when generating."""
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        return
+    saved = json.loads(config_file.read_text(encoding="utf-8"))
+    for key, attr in (("token_dim", "hidden_size"), ("num_layers", "num_hidden_layers")):
+        if saved.get(key) is not None and saved[key] != getattr(model.config, attr, saved[key]):
+            raise ValueError(f"adapter {key} = {saved[key]}, model {attr} = {getattr(model.config, attr)}")
 
 
 def generation_kwargs(args: InferArguments, tokenizer) -> dict:

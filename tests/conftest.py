@@ -1,6 +1,8 @@
+import json
 import os
 
 import pytest
+from helpers import ROOT, TRAIN_FLAGS, VARIANTS, lesson_module
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -12,3 +14,38 @@ def tiny_model_dir(tmp_path_factory):
     from common.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-bloom")
+
+
+@pytest.fixture(scope="session")
+def overfit_file(tmp_path_factory):
+    """Four short rows to overfit on; the probe prompts come from them."""
+    rows = json.loads((ROOT / "data" / "alpaca_sample_zh.json").read_text(encoding="utf-8"))
+    picked = [r for r in rows if len(r["output"]) < 30][:4]
+    path = tmp_path_factory.mktemp("data") / "overfit.json"
+    path.write_text(json.dumps(picked, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+class Trained:
+    def __init__(self, variant, trainer, out_dir, argv):
+        self.variant, self.lesson = variant, VARIANTS[variant][0]
+        self.trainer, self.out_dir, self.argv = trainer, out_dir, argv
+        self.adapter = out_dir / "adapter"
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_model_dir, overfit_file, tmp_path_factory):
+    """variant -> Trained, each variant trained once per test session (in-process: no import cost)."""
+    cache = {}
+
+    def get(variant):
+        if variant not in cache:
+            lesson, flags = VARIANTS[variant]
+            out_dir = tmp_path_factory.mktemp(variant) / "output"
+            argv = ["--model_name_or_path", str(tiny_model_dir), "--dataset", str(overfit_file),
+                    "--output_dir", str(out_dir), *TRAIN_FLAGS, *flags]  # fmt: skip
+            trainer = lesson_module(lesson, "train").main(argv)
+            cache[variant] = Trained(variant, trainer, out_dir, argv)
+        return cache[variant]
+
+    return get

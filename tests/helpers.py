@@ -33,6 +33,12 @@ VARIANTS = {
     "lora_regex_emb": ("05", ["--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings"]),
 }
 
+# enough steps on four rows that every variant's loss falls clearly at its lesson's default learning rate
+TRAIN_FLAGS = [
+    "--max_steps", "200", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+    "--logging_steps", "20", "--logging_first_step", "true", "--save_steps", "100", "--disable_tqdm", "true",
+]  # fmt: skip
+
 _cache: dict[tuple[str, str], object] = {}
 
 

@@ -13,48 +13,9 @@ from safetensors.torch import load_file
 
 MAX_NEW = 12
 PROMPTS = [PROBE[0], "你好", PROBE[1]]  # different lengths, so a batch is left-padded
-TRAIN_FLAGS = [
-    "--max_steps", "200", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-    "--logging_steps", "20", "--logging_first_step", "true", "--save_steps", "100", "--disable_tqdm", "true",
-]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def overfit_file(tmp_path_factory):
-    """Four short rows to overfit on; the probe prompts come from them."""
-    rows = json.loads((ROOT / "data" / "alpaca_sample_zh.json").read_text(encoding="utf-8"))
-    picked = [r for r in rows if len(r["output"]) < 30][:4]
-    path = tmp_path_factory.mktemp("data") / "overfit.json"
-    path.write_text(json.dumps(picked, ensure_ascii=False), encoding="utf-8")
-    return path
-
-
-class Trained:
-    def __init__(self, variant, trainer, out_dir, argv):
-        self.variant, self.lesson = variant, VARIANTS[variant][0]
-        self.trainer, self.out_dir, self.argv = trainer, out_dir, argv
-        self.adapter = out_dir / "adapter"
-
-
-@pytest.fixture(scope="session")
-def trained(tiny_model_dir, overfit_file, tmp_path_factory):
-    """variant -> Trained, each variant trained once per test session (in-process: no import cost)."""
-    cache = {}
-
-    def get(variant):
-        if variant not in cache:
-            lesson, flags = VARIANTS[variant]
-            out_dir = tmp_path_factory.mktemp(variant) / "output"
-            argv = ["--model_name_or_path", str(tiny_model_dir), "--dataset", str(overfit_file),
-                    "--output_dir", str(out_dir), *TRAIN_FLAGS, *flags]  # fmt: skip
-            trainer = lesson_module(lesson, "train").main(argv)
-            cache[variant] = Trained(variant, trainer, out_dir, argv)
-        return cache[variant]
-
-    return get
-
-
-def initial_model(t: Trained):
+def initial_model(t):
     """The model exactly as the run built it before training (same seed, same method init)."""
     train = lesson_module(t.lesson, "train")
     args, _ = train.parse_train_args(train.ScriptArguments, t.argv, train.LESSON_DIR, train.LEARNING_RATE)
