@@ -1,0 +1,282 @@
+"""Compare the course's methods side by side.
+
+    python compare.py                     # trainable-parameter table from the config alone (meta device)
+    python compare.py --train --dataset data/alpaca_sample_zh.json --max_steps 100
+                                          # train every variant, then write report.md / report.json / plots
+
+Unknown flags are passed on to every train.py (e.g. --bf16, --per_device_train_batch_size 4).
+"""
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from common.errors import UserError, run_cli  # noqa: E402
+
+# The variants of the course: id -> (lesson folder, label, train.py flags)
+VARIANTS = {
+    "bitfit": ("01-chatbot_bitfit", "BitFit (every bias)", []),
+    "prompt_text": ("02-chatbot_prompt_tuning", "prompt tuning, hard (text init)", ["--prompt_init", "text"]),
+    "prompt_random": ("02-chatbot_prompt_tuning", "prompt tuning, soft (10 tokens)", ["--prompt_init", "random"]),
+    "ptuning_mlp": ("03-chatbot_p_tuning", "P-tuning, MLP encoder", ["--encoder_type", "mlp"]),
+    "ptuning_lstm": ("03-chatbot_p_tuning", "P-tuning, LSTM encoder", ["--encoder_type", "lstm"]),
+    "prefix": ("04-chatbot_prefix_tuning", "prefix tuning, no projection", ["--prefix_projection", "false"]),
+    "prefix_proj": ("04-chatbot_prefix_tuning", "prefix tuning, projection", ["--prefix_projection", "true"]),
+    "lora_qkv": ("05-chatbot_lora", "LoRA r=8, query_key_value", []),
+    "lora_qkv_dense": ("05-chatbot_lora", "LoRA, + dense_4h_to_h",
+                       ["--target_modules", "query_key_value", "dense_4h_to_h"]),
+    "lora_regex_emb": ("05-chatbot_lora", "LoRA, regex + modules_to_save embeddings",
+                       ["--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings"]),
+}  # fmt: skip
+QUESTION = "用一句话解释什么是光合作用。"
+
+
+def lesson_module(folder: str, name: str):
+    path = ROOT / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{folder.replace('-', '_')}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- the count table
+
+
+def count_parameters(model_name_or_path: str, variants=tuple(VARIANTS)) -> list[dict]:
+    """Apply each lesson's own `add_method` to the model built on the meta device: exact counts, no weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from common.training import load_tokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not read a model config from {model_name_or_path!r}: {exc}") from exc
+    tokenizer = load_tokenizer(model_name_or_path)
+    rows = []
+    for variant in variants:
+        folder, label, flags = VARIANTS[variant]
+        train = lesson_module(folder, "train")
+        args, _ = train.parse_train_args(
+            train.ScriptArguments, ["--model_name_or_path", model_name_or_path, *flags], train.LESSON_DIR, 1e-3
+        )
+        with torch.device("meta"):
+            model = train.add_method(AutoModelForCausalLM.from_config(config), args, tokenizer)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        rows.append(dict(variant=variant, label=label, lesson=folder, trainable_params=trainable, all_params=total,
+                         trainable_percent=round(100 * trainable / total, 4)))  # fmt: skip
+    return rows
+
+
+def count_table(rows: list[dict]) -> str:
+    lines = ["| variant | lesson | trainable params | all params | trainable% |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['lesson']} | {r['trainable_params']:,d} | {r['all_params']:,d} | "
+                     f"{r['trainable_percent']:.4f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the measured report
+
+
+def split_data(dataset: str, eval_ratio: float, seed: int, out_dir: Path) -> tuple[Path, Path]:
+    from common.data import load_instruction_data
+
+    ds = load_instruction_data(dataset).shuffle(seed=seed)
+    n_eval = max(1, int(len(ds) * eval_ratio))
+    if n_eval >= len(ds):
+        raise UserError(f"--eval_ratio {eval_ratio} leaves no training rows out of {len(ds)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_file, eval_file = out_dir / "train.jsonl", out_dir / "eval.jsonl"
+    ds.select(range(n_eval, len(ds))).to_json(str(train_file), force_ascii=False)
+    ds.select(range(n_eval)).to_json(str(eval_file), force_ascii=False)
+    return train_file, eval_file
+
+
+def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_dir, passthrough) -> dict:
+    """Run the lesson's train.py in its own process (so peak memory is its own) and collect its figures."""
+    folder, label, flags = VARIANTS[variant]
+    logging_steps = max(1, cmd_args.max_steps // 20)
+    cmd = [sys.executable, str(ROOT / folder / "train.py"), "--model_name_or_path", cmd_args.model_name_or_path,
+           "--dataset", str(train_file), "--eval_dataset", str(eval_file), "--output_dir", str(run_dir),
+           "--max_steps", str(cmd_args.max_steps), "--logging_steps", str(logging_steps), "--save_strategy", "no",
+           "--disable_tqdm", "true", "--seed", str(cmd_args.seed), *flags, *passthrough]  # fmt: skip
+    start = time.time()
+    counts, tail, logged = None, [], 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # live progress
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        for line in proc.stdout:
+            tail = (tail + [line])[-30:]
+            if line.startswith("trainable params:"):
+                counts = [int(x.split(":")[1].replace(",", "")) for x in line.split("||")[:2]]
+            elif line.startswith("{'loss'"):
+                logged += 1
+                loss = float(ast.literal_eval(line.strip())["loss"])
+                print(f"[{index}/{total} {variant}] step {min(logged * logging_steps, cmd_args.max_steps)}/"
+                      f"{cmd_args.max_steps} loss {loss:.4f} elapsed {time.time() - start:.0f}s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    if proc.returncode != 0 or counts is None:
+        raise UserError(f"training {variant} failed (exit {proc.returncode}); last output:\n{''.join(tail)}")
+    wall = time.time() - start
+    metrics = json.loads((run_dir / "all_results.json").read_text())
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    curve = [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]
+    adapter = run_dir / "adapter"
+    gpu = "peak_gpu_memory_mb" in metrics
+    return dict(
+        variant=variant, label=label, lesson=folder, trainable_params=counts[0], all_params=counts[1],
+        trainable_percent=round(100 * counts[0] / counts[1], 4),
+        adapter_size_bytes=sum(p.stat().st_size for p in adapter.iterdir() if p.suffix == ".safetensors"),
+        peak_memory_mb=metrics["peak_gpu_memory_mb"] if gpu else metrics["peak_rss_mb"],
+        peak_memory_kind="GPU max allocated" if gpu else "CPU peak RSS",
+        train_samples_per_second=metrics["train_samples_per_second"],
+        train_tokens_per_second=metrics.get("train_tokens_per_second"),
+        wall_time_s=round(wall, 1), final_train_loss=curve[-1][1] if curve else metrics["train_loss"],
+        eval_loss=metrics["eval_loss"], eval_perplexity=metrics["eval_perplexity"], loss_curve=curve,
+    )  # fmt: skip
+
+
+def answer(row: dict, run_dir: Path, question: str, max_new_tokens: int) -> str:
+    import torch
+
+    from common.chat import generate_answers
+
+    model, tokenizer = lesson_module(row["lesson"], "infer").load_for_inference(str(run_dir))
+    if torch.cuda.is_available():
+        model.to("cuda")
+    gen = {"max_new_tokens": max_new_tokens, "do_sample": False, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    text = generate_answers(model, tokenizer, [question], gen)[0]
+    del model
+    return text
+
+
+def plot(rows: list[dict], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        ax.plot([s for s, _ in r["loss_curve"]], [v for _, v in r["loss_curve"]], label=r["variant"])
+    ax.set(xlabel="step", ylabel="train loss", title="Training loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss_curves.png", dpi=100)
+    names.append("loss_curves.png")
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        ax.scatter(r["trainable_params"], r["eval_loss"])
+        ax.annotate(r["variant"], (r["trainable_params"], r["eval_loss"]), fontsize=8)
+    ax.set(xscale="log", xlabel="trainable params (log)", ylabel="eval loss", title="Trainable params vs eval loss")
+    fig.tight_layout()
+    fig.savefig(out_dir / "params_vs_eval_loss.png", dpi=100)
+    names.append("params_vs_eval_loss.png")
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.barh([r["variant"] for r in rows], [r["peak_memory_mb"] for r in rows])
+    ax.set(xlabel=f"peak memory, MB ({rows[0]['peak_memory_kind']})", title="Peak memory per variant")
+    fig.tight_layout()
+    fig.savefig(out_dir / "peak_memory.png", dpi=100)
+    names.append("peak_memory.png")
+    plt.close("all")
+    return names
+
+
+def human_size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def write_report(rows: list[dict], out_dir: Path, cmd_args, question: str) -> None:
+    (out_dir / "report.json").write_text(
+        json.dumps(
+            {
+                "model": cmd_args.model_name_or_path,
+                "dataset": cmd_args.dataset,
+                "max_steps": cmd_args.max_steps,
+                "question": question,
+                "variants": rows,
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
+        + "\n",  # fmt: skip
+        encoding="utf-8",
+    )
+    plots = plot(rows, out_dir)
+    lines = [
+        "# PEFT methods compared",
+        "",
+        f"Model `{cmd_args.model_name_or_path}`, data `{cmd_args.dataset}`, {cmd_args.max_steps} steps per variant, "
+        f"held-out {cmd_args.eval_ratio:.0%} for eval loss. Peak memory: {rows[0]['peak_memory_kind']}.",
+        "",
+        "| variant | trainable | % | adapter | peak MB | samples/s | tokens/s | wall s | train loss | eval loss "
+        "| perplexity |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['trainable_params']:,d} | {r['trainable_percent']:.4f} | "
+            f"{human_size(r['adapter_size_bytes'])} | {r['peak_memory_mb']:.0f} | "
+            f"{r['train_samples_per_second']:.2f} | {r['train_tokens_per_second']:.0f} | {r['wall_time_s']:.0f} | "
+            f"{r['final_train_loss']:.4f} | "
+            f"{r['eval_loss']:.4f} | {r['eval_perplexity']:.2f} |"
+        )
+    lines += ["", f"## Greedy answer to “{question}”", ""]
+    lines += [f"- **{r['label']}**: {r['answer'] or '(empty)'}" for r in rows]
+    lines += [""] + [f"![{name}]({name})" for name in plots] + [""]
+    (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_name_or_path", default="Langboat/bloom-1b4-zh", help="hub id or local folder")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--train", action="store_true", help="train every variant and write a measured report")
+    parser.add_argument("--dataset", default="shibing624/alpaca-zh", help="data for --train (any lesson format)")
+    parser.add_argument("--max_steps", type=int, default=100, help="optimizer steps per variant with --train")
+    parser.add_argument("--eval_ratio", type=float, default=0.05, help="share of rows held out for eval loss")
+    parser.add_argument("--question", default=QUESTION, help="asked greedily of every trained variant")
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output_dir", default=str(ROOT / "compare_report"), help="where --train writes")
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough and not args.train:
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+
+    if not args.train:
+        print(count_table(count_parameters(args.model_name_or_path, args.variants)))
+        return
+
+    out_dir = Path(args.output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--output_dir {out_dir} is a file")
+    train_file, eval_file = split_data(args.dataset, args.eval_ratio, args.seed, out_dir / "data")
+    rows, started = [], time.time()
+    for i, variant in enumerate(args.variants, 1):
+        print(f"[{i}/{len(args.variants)} {variant}] training ({time.time() - started:.0f}s elapsed)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        run_dir = out_dir / "runs" / variant
+        row = train_variant(variant, i, len(args.variants), args, train_file, eval_file, run_dir, passthrough)
+        row["answer"] = answer(row, run_dir, args.question, args.max_new_tokens)
+        rows.append(row)
+    write_report(rows, out_dir, args, args.question)
+    print(f"report written to {out_dir / 'report.md'} ({time.time() - started:.0f}s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_cli(main)
