@@ -137,9 +137,33 @@ def generation_kwargs(args: InferArguments, tokenizer) -> dict:
     return kwargs
 
 
+def check_generation_support(model) -> None:
+    """Refuse a library pair known to make generate() silently wrong for prompt-learning adapters.
+
+    transformers 5.24 passes the generation cache as `cache`; peft up to 0.21.2 reads `past_key_values`, so
+    virtual tokens are re-injected at every step (prompt tuning, P-tuning) or dropped (prefix tuning).
+    """
+    import peft
+    import transformers
+    from packaging.version import Version
+
+    config = getattr(model, "active_peft_config", None)
+    if (
+        config is not None
+        and config.is_prompt_learning
+        and Version(transformers.__version__) >= Version("5.24.0")
+        and Version(peft.__version__) <= Version("0.21.2")
+    ):
+        raise UserError(
+            f"transformers {transformers.__version__} with peft {peft.__version__} generates wrong answers for "
+            f"{config.peft_type.value} adapters; install the tested pair: pip install -r requirements.txt"
+        )
+
+
 @torch.no_grad()
 def generate_answers(model, tokenizer, instructions: list[str], gen_kwargs: dict, streamer=None) -> list[str]:
     """Answer a batch of instructions in one left-padded generate() call."""
+    check_generation_support(model)
     prompts = [build_prompt(text) for text in instructions]
     tokenizer.padding_side = "left"  # the answer must start right after every prompt
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)

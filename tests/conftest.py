@@ -49,3 +49,21 @@ def trained(tiny_model_dir, overfit_file, tmp_path_factory):
         return cache[variant]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def real_architecture_dir(tmp_path_factory, tiny_model_dir):
+    """bloom-1b4-zh's config.json (its facts, no weights) with a stand-in tokenizer.
+
+    The real tokenizer splits the hard-prompt text "下面是一段人与机器人的对话。" into 7 tokens; the stand-in is
+    the tiny tokenizer with those 7 pieces added as whole tokens, so the text-init row can be checked offline.
+    """
+    from helpers import REAL_CONFIG
+    from transformers import AutoTokenizer, BloomConfig
+
+    folder = tmp_path_factory.mktemp("real") / "bloom-1b4-zh-config"
+    BloomConfig(**REAL_CONFIG).save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_tokens(["下面是", "一段", "人与", "机器人", "的", "对话", "。"])
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.prompt import build_prompt  # noqa: E402, I001
+from compare import VARIANTS as COMPARE_VARIANTS  # noqa: E402, I001
 
 LESSONS = {
     "01": "01-chatbot_bitfit",
@@ -19,19 +20,11 @@ LESSONS = {
     "05": "05-chatbot_lora",
 }
 
-# id -> (lesson, flags); the 10 variants of the course's table
-VARIANTS = {
-    "bitfit": ("01", []),
-    "prompt_text": ("02", ["--prompt_init", "text"]),
-    "prompt_random": ("02", ["--prompt_init", "random"]),
-    "ptuning_mlp": ("03", ["--encoder_type", "mlp"]),
-    "ptuning_lstm": ("03", ["--encoder_type", "lstm"]),
-    "prefix": ("04", ["--prefix_projection", "false"]),
-    "prefix_proj": ("04", ["--prefix_projection", "true"]),
-    "lora_qkv": ("05", []),
-    "lora_qkv_dense": ("05", ["--target_modules", "query_key_value", "dense_4h_to_h"]),
-    "lora_regex_emb": ("05", ["--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings"]),
-}
+# id -> (lesson number, train.py flags): the 10 variants of the course, defined once, in compare.py
+VARIANTS = {variant: (folder[:2], flags) for variant, (folder, _, flags) in COMPARE_VARIANTS.items()}
+
+# Facts of Langboat/bloom-1b4-zh's config.json
+REAL_CONFIG = dict(vocab_size=46145, hidden_size=2048, n_layer=24, n_head=16, tie_word_embeddings=True)
 
 # enough steps on four rows that every variant's loss falls clearly at its lesson's default learning rate
 TRAIN_FLAGS = [

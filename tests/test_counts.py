@@ -6,11 +6,8 @@ The model is built on the meta device from its config (no weights, nothing downl
 
 import pytest
 import torch
-from helpers import VARIANTS, lesson_module
+from helpers import REAL_CONFIG, VARIANTS, lesson_module
 from transformers import AutoModelForCausalLM, BloomConfig
-
-# Facts of Langboat/bloom-1b4-zh's config.json
-REAL_CONFIG = dict(vocab_size=46145, hidden_size=2048, n_layer=24, n_head=16, tie_word_embeddings=True)
 
 # The table in the course README: variant -> (trainable, all)
 EXPECTED = {

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import LESSONS, PROBE, ROOT, VARIANTS, greedy_reference, lesson_module, probe_logits
+from helpers import LESSONS, PROBE, ROOT, TRAIN_FLAGS, VARIANTS, greedy_reference, lesson_module, probe_logits
 from safetensors.torch import load_file
 
 MAX_NEW = 12
@@ -147,3 +147,55 @@ def test_lessons_differ_only_in_the_method():
     }
     assert mains["02"] == mains["03"] == mains["04"] == mains["05"]
     assert mains["01"] == mains["05"].replace("model.print_trainable_parameters()", "print_trainable_parameters(model)")
+
+
+def test_known_bad_transformers_release_is_refused_for_prompt_learning(trained, monkeypatch):
+    import transformers
+
+    from common.chat import generate_answers
+    from common.errors import UserError
+
+    model, tokenizer = lesson_module("04", "infer").load_for_inference(str(trained("prefix").out_dir))
+    monkeypatch.setattr(transformers, "__version__", "5.24.0")
+    with pytest.raises(UserError, match="generates wrong answers"):
+        generate_answers(model, tokenizer, ["你好"], {"max_new_tokens": 2, "do_sample": False})
+    lora, tokenizer = lesson_module("05", "infer").load_for_inference(str(trained("lora_qkv").out_dir))
+    assert generate_answers(lora, tokenizer, ["你好"], {"max_new_tokens": 2, "do_sample": False})  # LoRA is fine
+
+
+def test_bitfit_keeps_trained_biases_in_fp32_on_a_half_precision_base(tiny_model_dir):
+    train = lesson_module("01", "train")
+    args, _ = train.parse_train_args(train.ScriptArguments, ["--model_name_or_path", str(tiny_model_dir),
+                                                             "--dtype", "float16"], train.LESSON_DIR, 1e-3)  # fmt: skip
+    model = train.add_method(train.load_base_model(args.model_name_or_path, args.dtype), args, None)
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "bias" in n} == {torch.float32}
+    assert {d for n, d in dtypes.items() if "bias" not in n} == {torch.float16}
+
+
+@pytest.mark.parametrize("lesson", ["01", "05"])
+def test_cli_end_to_end_as_a_user_runs_it(lesson, tiny_model_dir, overfit_file, tmp_path):
+    """train.py, then infer.py --prompt, --input_file and the interactive chat, each in its own process."""
+    folder = ROOT / LESSONS[lesson]
+    out = tmp_path / "out"
+    train_cmd = [sys.executable, str(folder / "train.py"), "--model_name_or_path", str(tiny_model_dir),
+                 "--dataset", str(overfit_file), "--output_dir", str(out), *TRAIN_FLAGS]  # fmt: skip
+    done = subprocess.run(train_cmd, capture_output=True, text=True, cwd=tmp_path)  # any working directory
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trainable params: " in done.stdout
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert losses[-1] < losses[0] - 0.3
+
+    model, tokenizer = lesson_module(lesson, "infer").load_for_inference(str(out))
+    reference = [greedy_reference(model, tokenizer, p, MAX_NEW) for p in PROMPTS[:2]]
+    greedy = [sys.executable, str(folder / "infer.py"), "--adapter", str(out), "--do_sample", "false",
+              "--max_new_tokens", str(MAX_NEW)]  # fmt: skip
+    single = subprocess.run(greedy + ["--prompt", PROMPTS[0]], capture_output=True, text=True, check=True)
+    assert single.stdout.strip() == reference[0]  # only the answer on stdout; logs go to stderr
+    (tmp_path / "q.txt").write_text("\n".join(PROMPTS[:2]) + "\n", encoding="utf-8")
+    batch = subprocess.run(greedy + ["--input_file", str(tmp_path / "q.txt")], capture_output=True, text=True,
+                           check=True)  # fmt: skip
+    assert [json.loads(line)["response"] for line in batch.stdout.splitlines()] == reference
+    chat = subprocess.run(greedy, input=PROMPTS[0] + "\n\n", capture_output=True, text=True, check=True)
+    assert chat.stdout.startswith("Human: Assistant: " + reference[0])
