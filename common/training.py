@@ -52,7 +52,10 @@ def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
     The defaults follow the course (batch 1 x 8 accumulation, one epoch); each lesson sets its own learning
     rate and its own output folder, so lessons never overwrite each other.
     """
-    parser = HfArgumentParser((script_cls, TrainingArguments))
+    parser = HfArgumentParser(
+        (script_cls, TrainingArguments),
+        epilog="A bare --debug shows the full traceback of an error (or set PEFT_COURSE_DEBUG=1).",
+    )
     parser.set_defaults(
         output_dir=str(lesson_dir / "output"),
         learning_rate=learning_rate,
@@ -82,15 +85,24 @@ def _resolve_resume(value: str | None, output_dir: Path) -> str | None:
     if value is None or value.lower() == "false":
         return None
     if value.lower() == "true":
-        # the newest complete checkpoint: a run killed while saving leaves one without trainer_state.json
+        # the newest complete checkpoint: the Trainer writes trainer_state.json last, so a run killed while
+        # saving leaves a checkpoint without it, or with a half-written one
         complete = [c for c in output_dir.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()
-                    and (c / "trainer_state.json").is_file() and (c / TRAINABLE_STATE).is_file()]  # fmt: skip
+                    and (c / TRAINABLE_STATE).is_file() and _is_json(c / "trainer_state.json")]  # fmt: skip
         if not complete:
             raise UserError(f"--resume_from_checkpoint true: no complete checkpoint-* folder in {output_dir}")
         return str(max(complete, key=lambda c: int(c.name.split("-")[-1])))
     if not (Path(value) / TRAINABLE_STATE).is_file():
         raise UserError(f"--resume_from_checkpoint {value}: not a checkpoint of this course (no {TRAINABLE_STATE})")
     return value
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
@@ -111,6 +123,8 @@ def load_base_model(name_or_path: str, dtype: str = "float32", trust_remote_code
     from transformers import AutoModelForCausalLM
 
     _check_local(name_or_path)
+    if Path(name_or_path).expanduser().is_dir():  # record an absolute path, so infer.py works from anywhere
+        name_or_path = str(Path(name_or_path).expanduser().resolve())
     try:
         return AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code

@@ -229,3 +229,15 @@ def test_same_seed_same_loss_curve(variant, tiny_model_dir, overfit_file, tmp_pa
     first, second, other = curve(3, "a"), curve(3, "b"), curve(4, "c")
     assert first == second
     assert first != other  # the seed really drives the run
+
+
+def test_resume_true_skips_a_checkpoint_killed_while_saving(tmp_path):
+    from common.training import TRAINABLE_STATE, _resolve_resume
+
+    for step, state in [(5, "{}"), (10, ""), (15, None)]:  # 10: half-written state, 15: no state yet
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / TRAINABLE_STATE).write_bytes(b"x")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert _resolve_resume("true", tmp_path) == str(tmp_path / "checkpoint-5")
