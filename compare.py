@@ -237,7 +237,8 @@ def write_report(rows: list[dict], out_dir: Path, cmd_args, question: str) -> No
             f"{r['eval_loss']:.4f} | {r['eval_perplexity']:.2f} |"
         )
     lines += ["", f"## Greedy answer to “{question}”", ""]
-    lines += [f"- **{r['label']}**: {r['answer'] or '(empty)'}" for r in rows]
+    # quoted and escaped: a model's answer may hold newlines or control characters
+    lines += [f"- **{r['label']}**: `` {json.dumps(r['answer'], ensure_ascii=False)} ``" for r in rows]
     lines += [""] + [f"![{name}]({name})" for name in plots] + [""]
     (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
