@@ -13,6 +13,7 @@ sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any worki
 
 from safetensors.torch import save_file  # noqa: E402
 
+from common.chat import BITFIT_INFO  # noqa: E402
 from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
 from common.errors import run_cli  # noqa: E402
 from common.params import print_trainable_parameters  # noqa: E402
@@ -28,7 +29,6 @@ from common.training import (  # noqa: E402
 
 LEARNING_RATE = 1e-3
 BIASES_FILE = "bitfit_biases.safetensors"
-INFO_FILE = "bitfit.json"
 
 
 # ---------------------------------------------------------------- 1. config
@@ -54,7 +54,7 @@ def save_method(model, tokenizer, folder: Path) -> None:
     biases = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
     save_file(biases, folder / BIASES_FILE)
     info = {"method": "bitfit", "base_model_name_or_path": model.config._name_or_path, "tensors": len(biases)}
-    (folder / INFO_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (folder / BITFIT_INFO).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(folder)
 
 

@@ -51,7 +51,8 @@ def add_method(model, args: ScriptArguments, tokenizer):
     B starts at zero, so training starts from the base model exactly; after training B @ A can be
     merged into W, so inference costs nothing extra."""
     targets = args.target_modules
-    regex = len(targets) == 1 and any(ch in targets[0] for ch in ".*[]()|?+\\^$")
+    # one value with regex syntax is a pattern on full names; plain names match as name suffixes
+    regex = len(targets) == 1 and any(ch in targets[0] for ch in "*[]()|?+\\^$")
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         target_modules=targets[0] if regex else targets,

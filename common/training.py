@@ -66,7 +66,10 @@ def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
         save_steps=200,
         save_total_limit=3,
     )
-    script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # TrainingArguments checks its flags in __post_init__
+        raise UserError(f"invalid training flags: {_first_line(exc)}") from exc
     script_args.check(training_args)
     if training_args.include_num_input_tokens_seen == "no":
         training_args.include_num_input_tokens_seen = "non_padding"  # for the tokens/s figure

@@ -63,6 +63,7 @@ def not_causal_lm(tiny_model_dir, tmp_path):
         ("not_causal_lm", "is not a causal language model"),
         ("output_is_file", "is a file"),
         ("no_checkpoint", "no complete checkpoint"),
+        ("conflicting_flags", "invalid training flags"),
     ],
 )
 def test_train_bad_input(lesson, case, match, base_argv, tmp_path, capsys, not_causal_lm):
@@ -83,6 +84,8 @@ def test_train_bad_input(lesson, case, match, base_argv, tmp_path, capsys, not_c
         argv = with_flag(argv, "--output_dir", str(tmp_path / "file"))
     elif case == "no_checkpoint":
         argv = argv + ["--resume_from_checkpoint", "true"]
+    elif case == "conflicting_flags":
+        argv = argv + ["--fp16", "true", "--bf16", "true"]
     fails_cleanly(capsys, lesson, "train", argv, match)
     assert not (tmp_path / "out").exists(), "a failed run must leave no output folder"
 
