@@ -56,6 +56,7 @@ def count_parameters(model_name_or_path: str, variants=tuple(VARIANTS)) -> list[
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from common.params import count_parameters
     from common.training import load_tokenizer
 
     try:
@@ -72,8 +73,7 @@ def count_parameters(model_name_or_path: str, variants=tuple(VARIANTS)) -> list[
         )
         with torch.device("meta"):
             model = train.add_method(AutoModelForCausalLM.from_config(config), args, tokenizer)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
+        trainable, total = count_parameters(model)
         rows.append(dict(variant=variant, label=label, lesson=folder, trainable_params=trainable, all_params=total,
                          trainable_percent=round(100 * trainable / total, 4)))  # fmt: skip
     return rows
@@ -150,13 +150,12 @@ def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_di
 def answer(row: dict, run_dir: Path, question: str, max_new_tokens: int) -> str:
     import torch
 
-    from common.chat import generate_answers
+    from common.chat import InferArguments, generate_answers, generation_kwargs
 
     model, tokenizer = lesson_module(row["lesson"], "infer").load_for_inference(str(run_dir))
     if torch.cuda.is_available():
         model.to("cuda")
-    gen = {"max_new_tokens": max_new_tokens, "do_sample": False, "eos_token_id": tokenizer.eos_token_id,
-           "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    gen = generation_kwargs(InferArguments(max_new_tokens=max_new_tokens, do_sample=False), tokenizer)
     text = generate_answers(model, tokenizer, [question], gen)[0]
     del model
     return text

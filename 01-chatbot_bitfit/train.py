@@ -25,6 +25,7 @@ from common.training import (  # noqa: E402
     load_tokenizer,
     parse_train_args,
     save_final,
+    trainable_state,
 )
 
 LEARNING_RATE = 1e-3
@@ -51,7 +52,7 @@ def add_method(model, args: ScriptArguments, tokenizer):
 
 def save_method(model, tokenizer, folder: Path) -> None:
     # only the trained tensors (about 2 MB for bloom-1b4-zh), plus which base they belong to
-    biases = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    biases = trainable_state(model)  # every tensor that trained: the biases
     save_file(biases, folder / BIASES_FILE)
     info = {"method": "bitfit", "base_model_name_or_path": model.config._name_or_path, "tensors": len(biases)}
     (folder / BITFIT_INFO).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .prompt import build_prompt
 from .training import FINAL_SUBDIR
 
@@ -72,12 +72,12 @@ def resolve_adapter(adapter: str | None, lesson_dir: Path, method: str) -> Path:
     folder = Path(adapter) if adapter else lesson_dir / "output"
     if (folder / FINAL_SUBDIR).is_dir():
         folder = folder / FINAL_SUBDIR
-    if not folder.is_dir() or artifact_method(folder) is None:
+    found = artifact_method(folder) if folder.is_dir() else None
+    if found is None:
         raise UserError(
             f"no trained adapter in {folder}; train one first: python {lesson_dir.name}/train.py "
             f"(or pass --adapter DIR)"
         )
-    found = artifact_method(folder)
     if found != method:
         lesson = LESSON_OF_METHOD.get(found, "another tool")
         raise UserError(
@@ -110,7 +110,7 @@ def explain_mismatch(folder: Path, model):
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(
             f"{folder} does not fit the base model {model.config._name_or_path}: it was trained on "
-            f"{artifact_base(folder)} ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]})"
+            f"{artifact_base(folder)} ({type(exc).__name__}: {first_line(exc, 160)})"
         ) from exc
 
 

@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .prompt import build_prompt
 
 REQUIRED_COLUMNS = ("instruction", "output")
@@ -42,7 +42,7 @@ def load_instruction_data(dataset: str):
         loaded = datasets.load_dataset(dataset, split="train")
     except Exception as exc:  # the hub raises many types; the message is what the user needs
         raise UserError(
-            f"could not load the hub dataset {dataset!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"could not load the hub dataset {dataset!r} ({type(exc).__name__}: {first_line(exc, 200)}); "
             "check the id and your network, or pass a local .json/.jsonl/.parquet file or save_to_disk folder"
         ) from exc
     return _check_columns(loaded, dataset)

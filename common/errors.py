@@ -11,6 +11,12 @@ class UserError(Exception):
     """A problem with the user's input that the user can fix; shown as one line."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
     """Run a script's `main`, turning a `UserError` into `error: ...` and exit status 2.
 

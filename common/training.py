@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 DEFAULT_MODEL = "Langboat/bloom-1b4-zh"
 DEFAULT_DATASET = "shibing624/alpaca-zh"
@@ -69,7 +69,7 @@ def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
     try:
         script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:  # TrainingArguments checks its flags in __post_init__
-        raise UserError(f"invalid training flags: {_first_line(exc)}") from exc
+        raise UserError(f"invalid training flags: {first_line(exc)}") from exc
     script_args.check(training_args)
     if training_args.include_num_input_tokens_seen == "no":
         training_args.include_num_input_tokens_seen = "non_padding"  # for the tokens/s figure
@@ -115,7 +115,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise UserError(f"could not load a tokenizer from {name_or_path!r}: {_first_line(exc)}") from exc
+        raise UserError(f"could not load a tokenizer from {name_or_path!r}: {first_line(exc)}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -133,9 +133,9 @@ def load_base_model(name_or_path: str, dtype: str = "float32", trust_remote_code
             name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
         )
     except ValueError as exc:  # transformers raises ValueError for a config with no causal-LM class
-        raise UserError(f"{name_or_path} is not a causal language model: {_first_line(exc)}") from exc
+        raise UserError(f"{name_or_path} is not a causal language model: {first_line(exc)}") from exc
     except OSError as exc:
-        raise UserError(f"could not load the model {name_or_path!r}: {_first_line(exc)}") from exc
+        raise UserError(f"could not load the model {name_or_path!r}: {first_line(exc)}") from exc
 
 
 def _check_local(name: str) -> None:
@@ -143,11 +143,6 @@ def _check_local(name: str) -> None:
     local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if local and not Path(name).expanduser().is_dir():
         raise UserError(f"model not found: {name} (no such folder)")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -239,7 +234,3 @@ def save_final(trainer: Trainer, write) -> Path | None:
         tmp.rename(final)
     print(f"saved to {final}", file=sys.stderr)
     return final
-
-
-def write_json(path: Path, data: dict) -> None:
-    Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

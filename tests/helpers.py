@@ -1,6 +1,5 @@
 """Test helpers: load lesson scripts as modules, the variants of the course, a greedy reference decode."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ sys.path.insert(0, str(ROOT))
 
 from common.prompt import build_prompt  # noqa: E402, I001
 from compare import VARIANTS as COMPARE_VARIANTS  # noqa: E402, I001
+from compare import lesson_module as load_lesson_script  # noqa: E402, I001
 
 LESSONS = {
     "01": "01-chatbot_bitfit",
@@ -36,14 +36,10 @@ _cache: dict[tuple[str, str], object] = {}
 
 
 def lesson_module(lesson: str, name: str):
-    """Import <lesson folder>/<name>.py as a module (the folders start with digits, so no plain import)."""
+    """<lesson folder>/<name>.py as a module, imported once per test session."""
     key = (lesson, name)
     if key not in _cache:
-        path = ROOT / LESSONS[lesson] / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"lesson{lesson}_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _cache[key] = module
+        _cache[key] = load_lesson_script(LESSONS[lesson], name)
     return _cache[key]
 
 
