@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output_dir", default=str(ROOT / "compare_report"), help="where --train writes")
     args, passthrough = parser.parse_known_args(argv)
     if passthrough and not args.train:
-        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+        raise UserError(
+            f"unrecognized arguments: {' '.join(passthrough)} (only with --train are extra flags passed on to train.py)"
+        )
 
     if not args.train:
         print(count_table(count_parameters(args.model_name_or_path, args.variants)))

@@ -2,7 +2,8 @@
 
 python 03-chatbot_p_tuning/infer.py --prompt "..."        # one answer on stdout
 python 03-chatbot_p_tuning/infer.py --input_file q.txt    # JSON lines
-python 03-chatbot_p_tuning/infer.py                       # interactive chat
+python 03-chatbot_p_tuning/infer.py                       # terminal chat, remembers the last 3 turns
+python 03-chatbot_p_tuning/infer.py --web                 # chat page at http://127.0.0.1:7860
 """
 
 import sys
@@ -28,7 +29,8 @@ def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", t
     return model, tokenizer
 
 
-def merge(model, tokenizer, out_dir: str) -> None:
+def refuse_merge(adapter: str | None) -> None:
+    resolve_adapter(adapter, LESSON_DIR, METHOD)  # an adapter of another lesson is reported as such
     raise UserError(
         "--merge_to: P-tuning cannot be merged into the base model "
         "(the virtual tokens are extra inputs, not a change to any weight); "
@@ -38,11 +40,10 @@ def merge(model, tokenizer, out_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_infer_args(argv, __doc__)
-    model, tokenizer = load_for_inference(args.adapter, args.model_name_or_path, args.dtype, args.trust_remote_code)
     if args.merge_to:
-        merge(model, tokenizer, args.merge_to)
-    else:
-        run_modes(args, model, tokenizer)
+        refuse_merge(args.adapter)  # before loading gigabytes of base model for nothing
+    model, tokenizer = load_for_inference(args.adapter, args.model_name_or_path, args.dtype, args.trust_remote_code)
+    run_modes(args, model, tokenizer, LESSON_DIR, METHOD)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 python 05-chatbot_lora/infer.py --prompt "..."        # one answer on stdout
 python 05-chatbot_lora/infer.py --input_file q.txt    # JSON lines
-python 05-chatbot_lora/infer.py                       # interactive chat
+python 05-chatbot_lora/infer.py                       # terminal chat, remembers the last 3 turns
+python 05-chatbot_lora/infer.py --web                 # chat page at http://127.0.0.1:7860
 python 05-chatbot_lora/infer.py --merge_to merged/    # a plain transformers model
 """
 
@@ -14,7 +15,15 @@ sys.path.insert(0, str(LESSON_DIR.parent))
 
 from peft import PeftModel  # noqa: E402
 
-from common.chat import explain_mismatch, load_base_for, parse_infer_args, resolve_adapter, run_modes, save_merged  # noqa: E402,E501
+from common.chat import (  # noqa: E402
+    explain_mismatch,
+    generation_kwargs,
+    load_base_for,
+    parse_infer_args,
+    resolve_adapter,
+    run_modes,
+    save_merged,
+)
 from common.errors import run_cli  # noqa: E402
 
 METHOD = "LORA"
@@ -29,18 +38,18 @@ def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", t
     return model, tokenizer
 
 
-def merge(model, tokenizer, out_dir: str) -> None:
+def merge(model, tokenizer, out_dir: str, gen_kwargs: dict) -> None:
     # W + B @ A becomes one matrix again: a plain model that loads without peft and runs at full speed
-    save_merged(model.merge_and_unload(), tokenizer, out_dir)
+    save_merged(model.merge_and_unload(), tokenizer, out_dir, gen_kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_infer_args(argv, __doc__)
     model, tokenizer = load_for_inference(args.adapter, args.model_name_or_path, args.dtype, args.trust_remote_code)
     if args.merge_to:
-        merge(model, tokenizer, args.merge_to)
+        merge(model, tokenizer, args.merge_to, generation_kwargs(args, tokenizer))
     else:
-        run_modes(args, model, tokenizer)
+        run_modes(args, model, tokenizer, LESSON_DIR, METHOD)
 
 
 if __name__ == "__main__":

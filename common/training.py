@@ -118,6 +118,10 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
         raise UserError(f"could not load a tokenizer from {name_or_path!r}: {first_line(exc)}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    from .prompt import chat_template
+
+    # the course's prompt format, so every saved tokenizer (adapter/, checkpoints, --merge_to) carries it
+    tokenizer.chat_template = chat_template()
     return tokenizer
 
 
