@@ -361,7 +361,9 @@ def serve_web(args: InferArguments, model, tokenizer, about: str) -> None:
 
     with gr.Blocks(title=f"{about.split('**')[1]} chat") as demo:
         gr.Markdown(about)
-        chatbot = gr.Chatbot(label="Conversation", height=420, render_markdown=False, elem_id="chat")
+        chatbot = gr.Chatbot(
+            label="Conversation", height=420, render_markdown=False, buttons=["copy", "copy_all"], elem_id="chat"
+        )
         turns = gr.State([])
         with gr.Row():
             box = gr.Textbox(placeholder="Type a message, press Enter", show_label=False, scale=6, elem_id="message")
@@ -379,6 +381,7 @@ def serve_web(args: InferArguments, model, tokenizer, about: str) -> None:
         box.submit(respond, inputs, [chatbot, turns, box])
         send.click(respond, inputs, [chatbot, turns, box])
         clear.click(lambda: ([], []), None, [chatbot, turns])
+        chatbot.clear(lambda: [], None, turns)  # the chat box's own bin icon
     demo.queue(default_concurrency_limit=1)  # one model, one generation at a time
     try:
         demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, prevent_thread_lock=True,

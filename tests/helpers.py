@@ -68,3 +68,18 @@ def probe_logits(model, tokenizer) -> torch.Tensor:
     tokenizer.padding_side = "left"
     batch = tokenizer([build_prompt(p) for p in PROBE], return_tensors="pt", padding=True, add_special_tokens=False)
     return model(**batch, use_cache=False).logits.float()
+
+
+@torch.no_grad()
+def greedy_reference_for_prompt(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """`greedy_reference` for a ready-made prompt (a conversation with history)."""
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    new = []
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        token = int(logits[0, -1].argmax())
+        if token == tokenizer.eos_token_id:
+            break
+        new.append(token)
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return tokenizer.decode(new, skip_special_tokens=True).strip()

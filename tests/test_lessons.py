@@ -51,7 +51,7 @@ def test_only_trainable_tensors_change(variant, trained):
 def test_saved_folder_holds_only_the_adapter(variant, trained, tiny_model_dir):
     t = trained(variant)
     files = {p.name for p in t.adapter.iterdir()}
-    tokenizer_files = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+    tokenizer_files = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"}
     if variant == "bitfit":
         assert files - tokenizer_files == {"bitfit_biases.safetensors", "bitfit.json"}
         saved = load_file(t.adapter / "bitfit_biases.safetensors")
