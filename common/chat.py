@@ -369,7 +369,7 @@ def serve_web(args: InferArguments, model, tokenizer, about: str) -> None:
             box = gr.Textbox(placeholder="Type a message, press Enter", show_label=False, scale=6, elem_id="message")
             send = gr.Button("Send", variant="primary", scale=1)
         with gr.Accordion("Generation settings (the flags of infer.py)", open=True), gr.Row():
-            do_sample = gr.Checkbox(args.do_sample, label="do_sample (off: greedy, the answer of --prompt)")
+            do_sample = gr.Checkbox(args.do_sample, label="do_sample (off = greedy)")
             temperature = gr.Slider(0.01, max(2.0, args.temperature), value=args.temperature, label="temperature")
             top_p = gr.Slider(0.01, 1.0, value=args.top_p, label="top_p")
             max_new = gr.Slider(1, max(1024, args.max_new_tokens), value=args.max_new_tokens, step=1,
