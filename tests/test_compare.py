@@ -53,5 +53,7 @@ def test_train_report_has_every_file_and_field(tiny_model_dir, overfit_file, tmp
 
 
 def test_unknown_flags_are_refused_without_train(capsys):
-    with pytest.raises(SystemExit):
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="unrecognized arguments: --bogus"):
         compare.main(["--bogus"])
