@@ -263,8 +263,8 @@ def run_modes(args: InferArguments, model, tokenizer, lesson_dir: Path, method: 
     elif args.web:
         folder = resolve_adapter(args.adapter, lesson_dir, method)
         base = args.model_name_or_path or artifact_base(folder)
-        serve_web(args, model, tokenizer, f"**{lesson_dir.name}** · method `{method}` · adapter `{folder}` · "
-                                          f"base model `{base}`")  # fmt: skip
+        about = f"**{lesson_dir.name}** · method `{method}` · adapter `{folder}` · base model `{base}`"
+        serve_web(args, model, tokenizer, title=f"{lesson_dir.name} chat", about=about)
     else:
         chat_loop(model, tokenizer, gen_kwargs, args.history_turns)
 
@@ -336,7 +336,7 @@ def stream_turn(model, tokenizer, history: list, message: str, gen_kwargs: dict,
     yield result["answer"]
 
 
-def serve_web(args: InferArguments, model, tokenizer, about: str) -> None:
+def serve_web(args: InferArguments, model, tokenizer, title: str, about: str) -> None:
     """A local chat page: streamed answers, the CLI's sampling controls, the conversation kept in the prompt."""
     gr = import_gradio()
 
@@ -359,7 +359,7 @@ def serve_web(args: InferArguments, model, tokenizer, about: str) -> None:
         turns = turns + [(message, shown)]
         yield as_messages(turns), turns, ""
 
-    with gr.Blocks(title=f"{about.split('**')[1]} chat") as demo:
+    with gr.Blocks(title=title) as demo:
         gr.Markdown(about)
         chatbot = gr.Chatbot(
             label="Conversation", height=420, render_markdown=False, buttons=["copy", "copy_all"], elem_id="chat"

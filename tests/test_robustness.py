@@ -201,10 +201,10 @@ def test_sigkill_mid_training_then_resume_true(variant, tiny_model_dir, overfit_
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_artifacts_and_checkpoints_hold_no_pickled_weights(variant, trained):
     t = trained(variant)
-    assert {p.suffix for p in t.adapter.iterdir()} <= {".safetensors", ".json", ".md"}
+    assert {p.suffix for p in t.adapter.iterdir()} <= {".safetensors", ".json", ".md", ".jinja"}  # text only
     for checkpoint in t.out_dir.glob("checkpoint-*"):
         # optimizer/scheduler/RNG state are torch files, which the Trainer reads with weights_only=True
-        assert {p.name for p in checkpoint.iterdir() if p.suffix not in (".json", ".safetensors")} <= {
+        assert {p.name for p in checkpoint.iterdir() if p.suffix not in (".json", ".safetensors", ".jinja")} <= {
             "optimizer.pt", "scheduler.pt", "rng_state.pth"}  # fmt: skip
         assert set(load_file(checkpoint / "trainable_state.safetensors")) == {
             n for n, p in t.trainer.model.named_parameters() if p.requires_grad
