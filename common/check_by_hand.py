@@ -104,9 +104,8 @@ def trainable_table(model: nn.Module) -> list[str]:
         group["n"] += p.numel()
     lines = []
     for module, g in groups.items():
-        what = ", ".join(f"{k} {v}" for k, v in g["params"].items()) if len(g["params"]) <= 2 else "%d tensors" % len(
-            g["params"]
-        )
+        what = ", ".join(f"{k} {v}" for k, v in g["params"].items())
+        what = what if len(g["params"]) <= 2 else f"{len(g['params'])} tensors"
         if len(g["layers"]) == 1 and None not in g["layers"]:  # one layer: name it
             module = module.replace(".h.*.", f".h.{next(iter(g['layers']))}.")
         times = f" x {len(g['layers'])} layers" if len(g["layers"]) > 1 else ""
