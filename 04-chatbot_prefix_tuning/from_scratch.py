@@ -46,12 +46,12 @@ class PrefixTuningLM(nn.Module):
 
     def __init__(self, base: nn.Module, prefix_encoder: PrefixEncoder):
         super().__init__()
-        self.base, self.prefix_encoder = base.requires_grad_(False), prefix_encoder
+        self.base, self.prompt_encoder = base.requires_grad_(False), prefix_encoder  # peft's name
         self.layers, self.heads = base.config.num_hidden_layers, base.config.num_attention_heads
 
     def forward(self, input_ids, attention_mask, labels=None):
-        batch, n = input_ids.shape[0], self.prefix_encoder.embedding.num_embeddings
-        cache = to_cache(self.prefix_encoder(), batch, self.layers, self.heads)
+        batch, n = input_ids.shape[0], self.prompt_encoder.embedding.num_embeddings
+        cache = to_cache(self.prompt_encoder(), batch, self.layers, self.heads)
         mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)  # (B, nvt + T)
         return self.base(input_ids=input_ids, attention_mask=mask, past_key_values=cache, labels=labels)
 
@@ -67,7 +67,7 @@ def by_hand(base: nn.Module, args, tokenizer=None) -> PrefixTuningLM:
 
 # ---------------------------------------------------------------- the same values, compared with peft
 def copy_values(hand: PrefixTuningLM, peft_model) -> None:
-    hand.prefix_encoder.load_state_dict(peft_model.prompt_encoder["default"].state_dict(), strict=True)
+    hand.prompt_encoder.load_state_dict(peft_model.prompt_encoder["default"].state_dict(), strict=True)
 
 
 def main(argv=None) -> int:
@@ -76,9 +76,9 @@ def main(argv=None) -> int:
     args = parse_args(LESSON_DIR, argv, __doc__)
     result = check(LESSON_DIR, by_hand, copy_values, args)
     hand, batch = result.hand, len(result.batch["input_ids"])
-    keys = to_cache(hand.prefix_encoder(), batch, hand.layers, hand.heads).layers[0].keys
+    keys = to_cache(hand.prompt_encoder(), batch, hand.layers, hand.heads).layers[0].keys
     note = f"{hand.layers} layers, each: K and V of shape (batch, heads, prefix_len, head_dim) = {tuple(keys.shape)}"
-    return report(result, hand.prefix_encoder, [note])
+    return report(result, hand.prompt_encoder, [note])
 
 
 if __name__ == "__main__":
