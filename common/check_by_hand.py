@@ -48,7 +48,7 @@ def lesson_train(lesson_dir: Path):
     return sys.modules[name]
 
 
-def parse_args(lesson_dir: Path, argv, description: str):
+def parse_args(lesson_dir: Path, argv, description: str | None = None):
     """The lesson's own ScriptArguments, so every flag means what it means for train.py."""
     parser = HfArgumentParser(lesson_train(lesson_dir).ScriptArguments, description=description)
     (args,) = parser.parse_args_into_dataclasses(args=argv)
