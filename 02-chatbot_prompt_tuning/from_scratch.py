@@ -47,7 +47,7 @@ class PromptTuningLM(nn.Module):
         return self.base(inputs_embeds=embeds, attention_mask=extend_mask(attention_mask, n), labels=labels)
 
 
-def by_hand(base: nn.Module, args, tokenizer) -> PromptTuningLM:
+def by_hand(base: nn.Module, args, tokenizer=None) -> PromptTuningLM:
     text_ids = tokenizer(args.prompt_init_text)["input_ids"] if args.prompt_init == "text" else None
     # the same defaults as train.py: the text's own length, or 10 random vectors
     n = args.num_virtual_tokens or (len(text_ids) if text_ids else 10)

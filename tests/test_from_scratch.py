@@ -180,3 +180,18 @@ def test_readme_shows_what_the_script_prints(variant, checked, capsys):
     section = readme.split(MARKERS[0])[1].split(MARKERS[1])[0]
     for line in printed[printed.index("trainable tensors (hand-made):") : -1]:
         assert line in section, line
+
+
+@pytest.mark.parametrize("lesson", list(LESSONS))
+def test_readme_meta_excerpt_is_what_its_code_prints(lesson, monkeypatch, capsys):
+    """The section's python block, run from the repository root, prints the block that follows it."""
+    readme = (ROOT / LESSONS[lesson] / "README.md").read_text(encoding="utf-8")
+    section = readme.split(MARKERS[0])[1].split(MARKERS[1])[0]
+    code, after = section.split("```python\n")[1].split("\n```\n", 1)
+    shown = after.split("```\n")[1].split("\n```")[0]
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "from_scratch", raising=False)  # each lesson has its own
+    capsys.readouterr()
+    exec(compile(code, f"{LESSONS[lesson]}/README.md", "exec"), {"__name__": "readme_excerpt"})
+    assert capsys.readouterr().out.strip() == shown.strip()
