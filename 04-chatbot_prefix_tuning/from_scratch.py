@@ -28,15 +28,15 @@ class PrefixEncoder(nn.Module):
         else:  # learned directly
             self.embedding = nn.Embedding(num_virtual_tokens, layers * 2 * hidden)  # (nvt, 2 L h)
 
-    def forward(self) -> torch.Tensor:
-        x = self.embedding.weight
-        return self.transform(x) if hasattr(self, "transform") else x  # (nvt, 2 L h)
+    def forward(self, batch: int) -> torch.Tensor:
+        x = self.embedding.weight.repeat(batch, 1, 1)  # (B, nvt, h or 2 L h): one copy per row, as peft does
+        return self.transform(x) if hasattr(self, "transform") else x  # (B, nvt, 2 L h)
 
 
-def to_cache(prefix: torch.Tensor, batch: int, layers: int, heads: int) -> DynamicCache:
-    """Cut (nvt, 2 L h) into each layer's keys and values, in the layout peft builds (peft_model.py:787-800)."""
-    nvt, head_dim = prefix.shape[0], prefix.shape[1] // (2 * layers * heads)
-    kv = prefix.expand(batch, -1, -1).reshape(batch, nvt, 2 * layers, heads, head_dim)  # (B, nvt, 2L, nh, hd)
+def to_cache(prefix: torch.Tensor, layers: int, heads: int) -> DynamicCache:
+    """Cut (B, nvt, 2 L h) into each layer's keys and values, in the layout peft builds (peft_model.py:787-800)."""
+    batch, nvt, width = prefix.shape
+    kv = prefix.view(batch, nvt, 2 * layers, heads, width // (2 * layers * heads))  # (B, nvt, 2L, nh, hd)
     kv = kv.permute(2, 0, 3, 1, 4)  # (2L, B, nh, nvt, hd)
     return DynamicCache([(kv[2 * i], kv[2 * i + 1]) for i in range(layers)])  # layer i: K, V (B, nh, nvt, hd)
 
@@ -51,7 +51,7 @@ class PrefixTuningLM(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels=None):
         batch, n = input_ids.shape[0], self.prompt_encoder.embedding.num_embeddings
-        cache = to_cache(self.prompt_encoder(), batch, self.layers, self.heads)
+        cache = to_cache(self.prompt_encoder(batch), self.layers, self.heads)
         mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)  # (B, nvt + T)
         return self.base(input_ids=input_ids, attention_mask=mask, past_key_values=cache, labels=labels)
 
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     args = parse_args(LESSON_DIR, argv, __doc__)
     result = check(LESSON_DIR, by_hand, copy_values, args)
     hand, batch = result.hand, len(result.batch["input_ids"])
-    keys = to_cache(hand.prompt_encoder(), batch, hand.layers, hand.heads).layers[0].keys
+    keys = to_cache(hand.prompt_encoder(batch), hand.layers, hand.heads).layers[0].keys
     note = f"{hand.layers} layers, each: K and V of shape (batch, heads, prefix_len, head_dim) = {tuple(keys.shape)}"
     return report(result, hand.prompt_encoder, [note])
 

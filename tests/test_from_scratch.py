@@ -123,11 +123,11 @@ def _broken_mask(mask, n):  # the virtual tokens get mask 0: the model never loo
     return torch.cat([mask.new_zeros(mask.shape[0], n), mask], dim=1)
 
 
-def _broken_cache(prefix, batch, layers, heads):  # heads and head_dim swapped when cutting the vector
+def _broken_cache(prefix, layers, heads):  # heads and head_dim swapped when cutting the vector
     from transformers import DynamicCache
 
-    nvt, head_dim = prefix.shape[0], prefix.shape[1] // (2 * layers * heads)
-    kv = prefix.expand(batch, -1, -1).reshape(batch, nvt, 2 * layers, head_dim, heads).permute(2, 0, 4, 1, 3)
+    batch, nvt, width = prefix.shape
+    kv = prefix.view(batch, nvt, 2 * layers, width // (2 * layers * heads), heads).permute(2, 0, 4, 1, 3)
     return DynamicCache([(kv[2 * i], kv[2 * i + 1]) for i in range(layers)])
 
 
