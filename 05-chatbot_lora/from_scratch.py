@@ -55,32 +55,32 @@ def is_target(name: str, targets: list[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
+def swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, new)
+
+
 def by_hand(model: nn.Module, args, tokenizer=None) -> nn.Module:
     model.requires_grad_(False)
     for name, module in list(model.named_modules()):
-        parent, _, child = name.rpartition(".")
-        if name and child in (args.modules_to_save or []):
-            setattr(model.get_submodule(parent), child, ModulesToSave(module))
+        if name.rpartition(".")[2] in (args.modules_to_save or []):
+            swap(model, name, ModulesToSave(module))
         elif isinstance(module, nn.Linear) and is_target(name, args.target_modules):
-            setattr(model.get_submodule(parent), child, LoRALinear(module, args.lora_r, args.lora_alpha,
-                                                                    args.lora_dropout))  # fmt: skip
+            swap(model, name, LoRALinear(module, args.lora_r, args.lora_alpha, args.lora_dropout))
     return model
 
 
 def merge_by_hand(model: nn.Module) -> nn.Module:
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, module.merge())
+    for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)]:
+        swap(model, name, module.merge())
     return model
 
 
 # ---------------------------------------------------------------- the same values, compared with peft
 def copy_values(hand: nn.Module, peft_model) -> None:
     # B = 0 would hide the LoRA branch, and an untrained copy equals the original: move them as training would
-    for p in peft_model.parameters():
-        if p.requires_grad:
-            p.data += 0.1 * torch.randn_like(p)
+    for p in filter(lambda p: p.requires_grad, peft_model.parameters()):
+        p.data += 0.1 * torch.randn_like(p)
     state = {name.replace(".default", ""): v for name, v in peft_model.base_model.model.state_dict().items()}
     hand.load_state_dict(state, strict=True)
 

@@ -5,6 +5,7 @@ copy of the same base model, lets the lesson copy the values across, then compar
 left-padded batch of two prompts of different length.
 """
 
+import argparse
 import importlib.util
 import re
 import sys
@@ -49,8 +50,19 @@ def lesson_train(lesson_dir: Path):
 
 
 def parse_args(lesson_dir: Path, argv, description: str | None = None):
-    """The lesson's own ScriptArguments, so every flag means what it means for train.py."""
-    parser = HfArgumentParser(lesson_train(lesson_dir).ScriptArguments, description=description)
+    """The lesson's own ScriptArguments, so every flag means what it means for train.py.
+
+    The data flags are accepted (a train.py command line can be pasted) but left out of --help: nothing is trained.
+    """
+    parser = HfArgumentParser(
+        lesson_train(lesson_dir).ScriptArguments,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Exit status 0 when both counts are equal and max |logit difference| <= {TOLERANCE:g}, else 1.",
+    )
+    for action in parser._actions:
+        if action.dest in ("dataset", "eval_dataset", "max_length"):
+            action.help = argparse.SUPPRESS
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     return args
 

@@ -195,3 +195,14 @@ def test_readme_meta_excerpt_is_what_its_code_prints(lesson, monkeypatch, capsys
     capsys.readouterr()
     exec(compile(code, f"{LESSONS[lesson]}/README.md", "exec"), {"__name__": "readme_excerpt"})
     assert capsys.readouterr().out.strip() == shown.strip()
+
+
+@pytest.mark.parametrize("lesson", list(LESSONS))
+def test_the_hand_made_half_imports_neither_peft_nor_common(lesson):
+    """Module-level imports are the hand-made half's; the comparison imports common inside main()."""
+    import ast
+
+    tree = ast.parse((ROOT / LESSONS[lesson] / "from_scratch.py").read_text(encoding="utf-8"))
+    imported = [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+    imported += [node.module for node in tree.body if isinstance(node, ast.ImportFrom)]
+    assert not [name for name in imported if name.split(".")[0] in ("peft", "common")]
