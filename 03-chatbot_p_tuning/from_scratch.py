@@ -48,8 +48,9 @@ class PTuningLM(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels=None):
         batch, n = input_ids.shape[0], self.prompt_encoder.embedding.num_embeddings
+        embeds = self.base.get_input_embeddings()(input_ids)  # (B, T, h)
         prompts = self.prompt_encoder().expand(batch, -1, -1)  # (B, nvt, h)
-        embeds = torch.cat([prompts, self.base.get_input_embeddings()(input_ids)], dim=1)  # (B, nvt + T, h)
+        embeds = torch.cat([prompts.to(embeds.dtype), embeds], dim=1)  # (B, nvt + T, h)
         if labels is not None:  # no loss on the virtual positions
             labels = torch.cat([labels.new_full((batch, n), IGNORE_INDEX), labels], dim=1)  # (B, nvt + T)
         return self.base(inputs_embeds=embeds, attention_mask=extend_mask(attention_mask, n), labels=labels)

@@ -51,7 +51,7 @@ class PrefixTuningLM(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels=None):
         batch, n = input_ids.shape[0], self.prompt_encoder.embedding.num_embeddings
-        cache = to_cache(self.prompt_encoder(batch), self.layers, self.heads)
+        cache = to_cache(self.prompt_encoder(batch).to(self.base.dtype), self.layers, self.heads)
         mask = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)  # (B, nvt + T)
         return self.base(input_ids=input_ids, attention_mask=mask, past_key_values=cache, labels=labels)
 

@@ -89,8 +89,9 @@ def build(lesson_dir: Path, by_hand, copy_values, args, seed: int = 0):
     train = lesson_train(lesson_dir)
     tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
     torch.manual_seed(seed)
-    reference = train.add_method(load_base_model(args.model_name_or_path, args.dtype), args, tokenizer)
-    hand = by_hand(load_base_model(args.model_name_or_path, args.dtype), args, tokenizer)
+    load = (args.model_name_or_path, args.dtype, args.trust_remote_code)
+    reference = train.add_method(load_base_model(*load), args, tokenizer)
+    hand = by_hand(load_base_model(*load), args, tokenizer)
     copy_values(hand, reference)
     return hand.eval(), reference.eval(), tokenizer
 
