@@ -1,0 +1,139 @@
+"""The comparison half of every lesson's from_scratch.py (the hand-made half never imports this).
+
+It builds the lesson's model the way train.py does (its own `add_method`), builds the hand-made one on a second
+copy of the same base model, lets the lesson copy the values across, then compares counts and logits on a
+left-padded batch of two prompts of different length.
+"""
+
+import argparse
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import HfArgumentParser
+
+from .params import count_parameters
+from .prompt import build_prompt
+from .training import load_base_model, load_tokenizer
+
+TOLERANCE = 1e-5
+# two prompts of different length: the shorter row is left-padded, as in batched generation
+PROMPTS = ["地球为什么有四季？", "判断下面这句话的情感是积极还是消极。\n等了一个小时，菜还是凉的。"]
+
+
+@dataclass
+class Check:
+    hand: nn.Module
+    reference: nn.Module  # the peft model train.py builds (BitFit: train.py's own model)
+    batch: dict
+    hand_count: int
+    reference_count: int
+    max_diff: float
+
+    @property
+    def ok(self) -> bool:
+        return self.hand_count == self.reference_count and self.max_diff <= TOLERANCE
+
+
+def lesson_train(lesson_dir: Path):
+    """The lesson's train.py as a module (a unique name per lesson, so lessons never shadow each other)."""
+    name = f"{lesson_dir.name.replace('-', '_')}_train"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, lesson_dir / "train.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def parse_args(lesson_dir: Path, argv, description: str | None = None):
+    """The lesson's own ScriptArguments, so every flag means what it means for train.py.
+
+    The data flags are accepted (a train.py command line can be pasted) but left out of --help: nothing is trained.
+    """
+    parser = HfArgumentParser(
+        lesson_train(lesson_dir).ScriptArguments,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Exit status 0 when both counts are equal and max |logit difference| <= {TOLERANCE:g}, else 1.",
+    )
+    for action in parser._actions:
+        if action.dest in ("dataset", "eval_dataset", "max_length"):
+            action.help = argparse.SUPPRESS
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    return args
+
+
+def left_padded_batch(tokenizer) -> dict:
+    tokenizer.padding_side = "left"
+    batch = tokenizer([build_prompt(p) for p in PROMPTS], return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = dict(batch)
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    return batch
+
+
+def plain_name(name: str) -> str:
+    """A parameter name without peft's wrapper and adapter levels: the hand-made model's name for it."""
+    return name.removeprefix("base_model.model.").replace(".default.", ".").removesuffix(".default")
+
+
+def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {plain_name(n): p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def build(lesson_dir: Path, by_hand, copy_values, args, seed: int = 0):
+    """(hand-made model, train.py's model, tokenizer), holding the same values, both in eval mode."""
+    train = lesson_train(lesson_dir)
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    torch.manual_seed(seed)
+    load = (args.model_name_or_path, args.dtype, args.trust_remote_code)
+    reference = train.add_method(load_base_model(*load), args, tokenizer)
+    hand = by_hand(load_base_model(*load), args, tokenizer)
+    copy_values(hand, reference)
+    return hand.eval(), reference.eval(), tokenizer
+
+
+def check(lesson_dir: Path, by_hand, copy_values, args) -> Check:
+    hand, reference, tokenizer = build(lesson_dir, by_hand, copy_values, args)
+    batch = left_padded_batch(tokenizer)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        diff = (hand(**inputs).logits - reference(**inputs).logits).abs().max().item()
+    return Check(hand, reference, batch, count_parameters(hand)[0], count_parameters(reference)[0], diff)
+
+
+def trainable_table(model: nn.Module) -> list[str]:
+    """Trainable tensors per module, layers folded: `transformer.h.*.mlp.dense_4h_to_h: bias (64,) x 2 = 128`."""
+    groups: dict[str, dict] = {}
+    for name, p in trainable(model).items():
+        module, _, param = name.rpartition(".")
+        layer = re.search(r"\.h\.(\d+)\.", module)
+        group = groups.setdefault(re.sub(r"\.h\.\d+\.", ".h.*.", module), {"params": {}, "layers": set(), "n": 0})
+        group["params"].setdefault(param, tuple(p.shape))
+        group["layers"].add(layer and layer.group(1))
+        group["n"] += p.numel()
+    lines = []
+    for module, g in groups.items():
+        what = ", ".join(f"{k} {v}" for k, v in g["params"].items())
+        what = what if len(g["params"]) <= 2 else f"{len(g['params'])} tensors"
+        if len(g["layers"]) == 1 and None not in g["layers"]:  # one layer: name it
+            module = module.replace(".h.*.", f".h.{next(iter(g['layers']))}.")
+        times = f" x {len(g['layers'])} layers" if len(g["layers"]) > 1 else ""
+        lines.append(f"  {module}: {what}{times} = {g['n']:,d}")
+    return lines
+
+
+def report(result: Check, show: nn.Module, notes=(), label: str = "peft") -> int:
+    """Print the hand-made module, both counts and, last, the logit difference; 0 if they agree."""
+    print("hand-made module:")
+    print(show)
+    print("trainable tensors (hand-made):")
+    print("\n".join(trainable_table(result.hand)))
+    print(f"trainable params: hand-made {result.hand_count:,d} || {label} {result.reference_count:,d}")
+    for note in notes:
+        print(note)
+    print(f"max |logit difference| vs {label}: {result.max_diff:.3g}")
+    return 0 if result.ok else 1

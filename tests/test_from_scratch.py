@@ -1,0 +1,208 @@
+"""Each lesson's from_scratch.py: the hand-made method computes what train.py's peft model computes.
+
+Both models are built in-process (one subprocess checks the CLI), each variant once per session.
+"""
+
+import copy
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import LESSONS, REAL_CONFIG, ROOT, VARIANTS, lesson_module
+from test_counts import EXPECTED
+from torch import nn
+from transformers import AutoModelForCausalLM, BloomConfig
+
+from common.check_by_hand import TOLERANCE, build, check, left_padded_batch, parse_args, trainable
+from common.errors import UserError
+from common.params import count_parameters
+from common.training import load_base_model, load_tokenizer
+
+MARKERS = ("<!-- from-scratch:start -->", "<!-- from-scratch:end -->")
+
+
+def scratch(variant: str):
+    return lesson_module(VARIANTS[variant][0], "from_scratch")
+
+
+def variant_args(variant: str, model_dir, extra=()):
+    lesson, flags = VARIANTS[variant]
+    return parse_args(ROOT / LESSONS[lesson], ["--model_name_or_path", str(model_dir), *flags, *extra], None)
+
+
+def run_check(variant: str, model_dir):
+    module = scratch(variant)
+    return check(module.LESSON_DIR, module.by_hand, module.copy_values, variant_args(variant, model_dir))
+
+
+@pytest.fixture(scope="module")
+def checked(tiny_model_dir):
+    cache = {}
+
+    def get(variant):
+        if variant not in cache:
+            cache[variant] = run_check(variant, tiny_model_dir)
+        return cache[variant]
+
+    return get
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_counts_and_logits_match(variant, checked):
+    result = checked(variant)
+    assert result.hand_count == result.reference_count
+    assert result.max_diff <= TOLERANCE
+    assert result.ok
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_loss_and_gradients_match(variant, checked):
+    """Same loss and same gradients on every trainable tensor: the hand-made version also trains the same way."""
+    result = checked(variant)
+    losses = []
+    for model in (result.hand, result.reference):
+        model.zero_grad()
+        loss = model(**result.batch).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert abs(losses[0] - losses[1]) <= TOLERANCE
+    hand, reference = trainable(result.hand), trainable(result.reference)
+    assert hand.keys() == reference.keys()
+    for name, p in hand.items():
+        assert p.grad is not None and p.grad.abs().max() > 0, name
+        assert (p.grad - reference[name].grad).abs().max().item() <= TOLERANCE, name
+
+
+def test_text_init_equals_peft_before_any_copy(tiny_model_dir):
+    module = scratch("prompt_text")
+    hand, peft_model, _ = build(module.LESSON_DIR, module.by_hand, lambda h, r: None,
+                                variant_args("prompt_text", tiny_model_dir))  # fmt: skip
+    assert torch.equal(hand.prompt_encoder.embedding.weight, peft_model.prompt_encoder["default"].embedding.weight)
+
+
+def test_lora_starts_at_the_base_model(tiny_model_dir):
+    """B = 0: before any training the hand-made LoRA model is the base model."""
+    module, args = scratch("lora_qkv_dense"), variant_args("lora_qkv_dense", tiny_model_dir)
+    batch = left_padded_batch(load_tokenizer(str(tiny_model_dir)))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        base = load_base_model(str(tiny_model_dir)).eval()(**inputs).logits
+        hand = module.by_hand(load_base_model(str(tiny_model_dir)), args).eval()(**inputs).logits
+    assert torch.equal(hand, base)
+
+
+@pytest.mark.parametrize("variant", ["lora_qkv_dense", "lora_regex_emb"])
+def test_lora_merge_by_hand_equals_merge_and_unload(variant, tiny_model_dir):
+    module = scratch(variant)
+    hand, peft_model, tokenizer = build(module.LESSON_DIR, module.by_hand, module.copy_values,
+                                        variant_args(variant, tiny_model_dir))  # fmt: skip
+    inputs = {k: v for k, v in left_padded_batch(tokenizer).items() if k != "labels"}
+    with torch.no_grad():
+        unmerged = hand(**inputs).logits
+        merged_by_hand = module.merge_by_hand(copy.deepcopy(hand))
+        assert not any(isinstance(m, module.LoRALinear) for m in merged_by_hand.modules())
+        by_hand = merged_by_hand(**inputs).logits
+        by_peft = peft_model.merge_and_unload()(**inputs).logits
+    assert (by_hand - by_peft).abs().max().item() <= TOLERANCE
+    assert (by_hand - unmerged).abs().max().item() <= TOLERANCE
+
+
+@pytest.mark.parametrize("variant", list(EXPECTED))
+def test_hand_made_counts_reproduce_the_course_table(variant, real_architecture_dir):
+    """Real bloom-1b4-zh architecture on the meta device: the hand-made modules alone give every row."""
+    args = variant_args(variant, real_architecture_dir)
+    tokenizer = load_tokenizer(str(real_architecture_dir))
+    with torch.device("meta"):
+        model = scratch(variant).by_hand(AutoModelForCausalLM.from_config(BloomConfig(**REAL_CONFIG)), args, tokenizer)
+    assert count_parameters(model) == EXPECTED[variant]
+
+
+def _broken_mask(mask, n):  # the virtual tokens get mask 0: the model never looks at them
+    return torch.cat([mask.new_zeros(mask.shape[0], n), mask], dim=1)
+
+
+def _broken_cache(prefix, layers, heads):  # heads and head_dim swapped when cutting the vector
+    from transformers import DynamicCache
+
+    batch, nvt, width = prefix.shape
+    kv = prefix.view(batch, nvt, 2 * layers, width // (2 * layers * heads), heads).permute(2, 0, 4, 1, 3)
+    return DynamicCache([(kv[2 * i], kv[2 * i + 1]) for i in range(layers)])
+
+
+def _linear_biases_only(model, args=None, tokenizer=None):  # peft's BEFT choice, not the course's
+    model.requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.requires_grad_(True)
+    return model
+
+
+@pytest.mark.parametrize(
+    "variant, attribute, broken",
+    [("prompt_random", "extend_mask", _broken_mask), ("ptuning_lstm", "extend_mask", _broken_mask),
+     ("prefix_proj", "to_cache", _broken_cache), ("bitfit", "by_hand", _linear_biases_only)],
+)  # fmt: skip
+def test_a_wrong_hand_made_version_fails_the_check(variant, attribute, broken, monkeypatch, tiny_model_dir):
+    monkeypatch.setattr(scratch(variant), attribute, broken)
+    module = scratch(variant)
+    result = check(module.LESSON_DIR, module.by_hand, module.copy_values, variant_args(variant, tiny_model_dir))
+    assert result.max_diff > TOLERANCE and not result.ok
+
+
+def test_cli_last_line_and_exit_code(tiny_model_dir):
+    script = ROOT / LESSONS["04"] / "from_scratch.py"
+    proc = subprocess.run([sys.executable, str(script), "--model_name_or_path", str(tiny_model_dir),
+                           "--prefix_projection", "true"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"max \|logit difference\| vs peft: (\S+)", last)
+    assert match and float(match.group(1)) <= TOLERANCE
+
+
+def test_bad_model_path_is_a_user_error():
+    with pytest.raises(UserError, match="model not found"):
+        scratch("lora_qkv").main(["--model_name_or_path", "./no-such-model"])
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_readme_shows_what_the_script_prints(variant, tiny_model_dir, capsys):
+    """The lesson README's from-scratch section holds every line this variant prints on the tiny model, but the
+    last: the measured difference, which may vary in the last digits between machines."""
+    module = scratch(variant)
+    capsys.readouterr()
+    assert module.main(["--model_name_or_path", str(tiny_model_dir), *VARIANTS[variant][1]]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    readme = (module.LESSON_DIR / "README.md").read_text(encoding="utf-8")
+    assert readme.count(MARKERS[0]) == 1 and readme.count(MARKERS[1]) == 1
+    section = readme.split(MARKERS[0])[1].split(MARKERS[1])[0]
+    for line in printed[:-1]:
+        assert line in section, line
+    assert re.fullmatch(r"max \|logit difference\| vs (peft|add_method): \S+", printed[-1])
+
+
+@pytest.mark.parametrize("lesson", list(LESSONS))
+def test_readme_meta_excerpt_is_what_its_code_prints(lesson, monkeypatch, capsys):
+    """The section's python block, run from the repository root, prints the block that follows it."""
+    readme = (ROOT / LESSONS[lesson] / "README.md").read_text(encoding="utf-8")
+    section = readme.split(MARKERS[0])[1].split(MARKERS[1])[0]
+    code, after = section.split("```python\n")[1].split("\n```\n", 1)
+    shown = after.split("```\n")[1].split("\n```")[0]
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "from_scratch", raising=False)  # each lesson has its own
+    capsys.readouterr()
+    exec(compile(code, f"{LESSONS[lesson]}/README.md", "exec"), {"__name__": "readme_excerpt"})
+    assert capsys.readouterr().out.strip() == shown.strip()
+
+
+@pytest.mark.parametrize("lesson", list(LESSONS))
+def test_the_hand_made_half_imports_neither_peft_nor_common(lesson):
+    """Module-level imports are the hand-made half's; the comparison imports common inside main()."""
+    import ast
+
+    tree = ast.parse((ROOT / LESSONS[lesson] / "from_scratch.py").read_text(encoding="utf-8"))
+    imported = [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+    imported += [node.module for node in tree.body if isinstance(node, ast.ImportFrom)]
+    assert not [name for name in imported if name.split(".")[0] in ("peft", "common")]
