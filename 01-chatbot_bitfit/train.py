@@ -11,13 +11,13 @@ from pathlib import Path
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import save_file
 
-from common.chat import BITFIT_INFO  # noqa: E402
-from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
-from common.errors import run_cli  # noqa: E402
-from common.params import print_trainable_parameters  # noqa: E402
-from common.training import (  # noqa: E402
+from common.chat import BITFIT_INFO
+from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.errors import run_cli
+from common.params import print_trainable_parameters
+from common.training import (
     BaseScriptArguments,
     TrainableStateTrainer,
     finish_training,

@@ -10,11 +10,11 @@ from pathlib import Path
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model  # noqa: E402
+from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
 
-from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
-from common.errors import run_cli  # noqa: E402
-from common.training import (  # noqa: E402
+from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.errors import run_cli
+from common.training import (
     BaseScriptArguments,
     TrainableStateTrainer,
     finish_training,
