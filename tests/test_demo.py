@@ -88,7 +88,7 @@ def test_demo_data_is_part_of_the_sample_data():
     assert all(row in sample for row in DEMO_ROWS)
     assert QUESTIONS[: len(DEMO_ROWS)] == [row["instruction"] for row in DEMO_ROWS]
     assert not any(row["input"] for row in DEMO_ROWS)  # the question alone is the whole training prompt
-    assert not set(QUESTIONS[len(DEMO_ROWS) :]) & {row["instruction"] for row in sample}  # unseen questions
+    assert not set(QUESTIONS[len(DEMO_ROWS) :]) & {row["instruction"] for row in DEMO_ROWS}  # not trained on
 
 
 @pytest.mark.parametrize("lesson", list(LESSONS))
