@@ -36,7 +36,7 @@ def command_args(section: str, script: str) -> list[str]:
 
 def shown_output(section: str, command_start: str) -> list[str]:
     """The lines the README shows after `$ <command_start>...`, up to the next `$ ` line."""
-    block = section.split("```bash", 1)[1].split("```", 2)[2]
+    block = section.split("```bash", 1)[1].split("```", 3)[2]  # the output block after the commands
     lines, taking = [], False
     for line in block.splitlines():
         if line.startswith("$ "):
