@@ -23,8 +23,7 @@ sys.path.insert(0, str(ROOT))
 from common.errors import UserError, run_cli  # noqa: E402
 
 # The variants of the course: id -> (lesson folder, label, train.py flags). Both prompt-tuning variants train
-# continuous ("soft") embeddings; older texts call the text-initialised one a "hard" prompt, a name that
-# properly belongs to prompts made of real, discrete tokens, so the labels name the initialisation instead.
+# continuous embeddings, so the labels name the initialisation (lesson 02 explains the old hard/soft names).
 VARIANTS = {
     "bitfit": ("01-chatbot_bitfit", "BitFit (every bias)", []),
     "prompt_text": ("02-chatbot_prompt_tuning", "prompt tuning, text init", ["--prompt_init", "text"]),
