@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model_name_or_path", required=True, help="whose tokenizer to use, e.g. tiny-bloom")
     sample = Path(__file__).resolve().parents[1] / "data" / "alpaca_sample_zh.json"
     parser.add_argument("--dataset", default=str(sample), help="rows to read (default: the course's sample data)")
-    parser.add_argument("--max_length", type=int, default=256)
+    parser.add_argument("--max_length", type=int, default=256, help="cut longer rows on the right, as train.py does")
     args = parser.parse_args(argv)
     show_rows(args.dataset, args.model_name_or_path, args.show, args.max_length)
 
