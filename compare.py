@@ -22,11 +22,13 @@ sys.path.insert(0, str(ROOT))
 
 from common.errors import UserError, run_cli  # noqa: E402
 
-# The variants of the course: id -> (lesson folder, label, train.py flags)
+# The variants of the course: id -> (lesson folder, label, train.py flags). Both prompt-tuning variants train
+# continuous embeddings, so the labels name the initialisation (lesson 02 explains the old hard/soft names).
 VARIANTS = {
     "bitfit": ("01-chatbot_bitfit", "BitFit (every bias)", []),
-    "prompt_text": ("02-chatbot_prompt_tuning", "prompt tuning, hard (text init)", ["--prompt_init", "text"]),
-    "prompt_random": ("02-chatbot_prompt_tuning", "prompt tuning, soft (10 tokens)", ["--prompt_init", "random"]),
+    "prompt_text": ("02-chatbot_prompt_tuning", "prompt tuning, text init", ["--prompt_init", "text"]),
+    "prompt_random": ("02-chatbot_prompt_tuning", "prompt tuning, random init (10 tokens)",
+                      ["--prompt_init", "random"]),
     "ptuning_mlp": ("03-chatbot_p_tuning", "P-tuning, MLP encoder", ["--encoder_type", "mlp"]),
     "ptuning_lstm": ("03-chatbot_p_tuning", "P-tuning, LSTM encoder", ["--encoder_type", "lstm"]),
     "prefix": ("04-chatbot_prefix_tuning", "prefix tuning, no projection", ["--prefix_projection", "false"]),

@@ -1,5 +1,9 @@
 """Lesson 01 - BitFit: train only the bias terms, freeze everything else.
 
+python -m common.tiny_model tiny-bloom          # a tiny random BLOOM, for a CPU
+python 01-chatbot_bitfit/train.py --model_name_or_path tiny-bloom --dataset data/demo_zh.json \
+    --per_device_train_batch_size 3 --gradient_accumulation_steps 1 --max_steps 400 --learning_rate 3e-2
+python 01-chatbot_bitfit/train.py --bf16 true          # bloom-1b4-zh on alpaca-zh, on a GPU
 python 01-chatbot_bitfit/train.py --help
 """
 
@@ -11,13 +15,13 @@ from pathlib import Path
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import save_file
 
-from common.chat import BITFIT_INFO  # noqa: E402
-from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
-from common.errors import run_cli  # noqa: E402
-from common.params import print_trainable_parameters  # noqa: E402
-from common.training import (  # noqa: E402
+from common.chat import BITFIT_INFO
+from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.errors import run_cli
+from common.params import print_trainable_parameters
+from common.training import (
     BaseScriptArguments,
     TrainableStateTrainer,
     finish_training,
@@ -42,7 +46,10 @@ class ScriptArguments(BaseScriptArguments):
 def add_method(model, args: ScriptArguments, tokenizer):
     """BitFit freezes every weight and trains only the bias vectors (of Linear and LayerNorm layers alike):
     well under 0.1% of the model. No new modules, no peft: we just choose what gets gradients. Trained
-    biases are kept in fp32, since an optimizer cannot update fp16 master weights."""
+    biases are kept in fp32, since an optimizer cannot update fp16 master weights.
+
+    Input:  x of shape (B, T, in) entering each Linear or LayerNorm
+    Output: the same layer's output with its trained bias b (shape (out,)) added: W x + b, (B, T, out)"""
     for name, param in model.named_parameters():
         param.requires_grad = "bias" in name
         if param.requires_grad:

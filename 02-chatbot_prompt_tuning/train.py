@@ -1,5 +1,9 @@
 """Lesson 02 - prompt tuning: learn a few virtual token embeddings put in front of every input.
 
+python -m common.tiny_model tiny-bloom          # a tiny random BLOOM, for a CPU
+python 02-chatbot_prompt_tuning/train.py --model_name_or_path tiny-bloom --dataset data/demo_zh.json \
+    --per_device_train_batch_size 3 --gradient_accumulation_steps 1 --max_steps 400 --learning_rate 1e-1
+python 02-chatbot_prompt_tuning/train.py --bf16 true          # bloom-1b4-zh on alpaca-zh, on a GPU
 python 02-chatbot_prompt_tuning/train.py --help
 """
 
@@ -10,11 +14,11 @@ from pathlib import Path
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model  # noqa: E402
+from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
-from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
-from common.errors import run_cli  # noqa: E402
-from common.training import (  # noqa: E402
+from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.errors import run_cli
+from common.training import (
     BaseScriptArguments,
     TrainableStateTrainer,
     finish_training,
@@ -33,8 +37,8 @@ class ScriptArguments(BaseScriptArguments):
     prompt_init: str = field(
         default="text",
         metadata={
-            "help": "text: start from the embeddings of --prompt_init_text (hard prompt); "
-            "random: start from random embeddings (soft prompt).",
+            "help": "text: start from the token embeddings of --prompt_init_text; "
+            "random: start from random embeddings. Both train continuous embeddings.",
             "choices": ["text", "random"],
         },
     )
@@ -50,7 +54,11 @@ class ScriptArguments(BaseScriptArguments):
 def add_method(model, args: ScriptArguments, tokenizer):
     """Prompt tuning freezes the whole model and learns only num_virtual_tokens x hidden numbers: embeddings
     of virtual tokens prepended to every input. They act on the input embeddings only; the layers see them
-    like ordinary tokens. Starting from a real sentence's embeddings ("hard" init) usually trains faster."""
+    like ordinary tokens. Both inits train continuous embeddings; they differ only in the start: a real
+    sentence's token embeddings (text) or random ones.
+
+    Input:  trained table (nvt, h), one row per virtual token
+    Output: (B, nvt, h) put before the input embeddings (B, T, h): the layers see (B, nvt+T, h)"""
     if args.prompt_init == "text":
         config = PromptTuningConfig(
             task_type=TaskType.CAUSAL_LM,
@@ -70,7 +78,7 @@ def add_method(model, args: ScriptArguments, tokenizer):
 
 
 def save_method(model, tokenizer, folder: Path) -> None:
-    model.save_pretrained(folder)  # adapter_config.json + adapter_model.safetensors, a few MB
+    model.save_pretrained(folder)  # the virtual tokens only: 56 KB (text init) on bloom-1b4-zh
     tokenizer.save_pretrained(folder)
 
 

@@ -1,5 +1,9 @@
 """Lesson 04 - prefix tuning: learned keys and values put in front of every layer's attention.
 
+python -m common.tiny_model tiny-bloom          # a tiny random BLOOM, for a CPU
+python 04-chatbot_prefix_tuning/train.py --model_name_or_path tiny-bloom --dataset data/demo_zh.json \
+    --per_device_train_batch_size 3 --gradient_accumulation_steps 1 --max_steps 600 --learning_rate 3e-2
+python 04-chatbot_prefix_tuning/train.py --bf16 true          # bloom-1b4-zh on alpaca-zh, on a GPU
 python 04-chatbot_prefix_tuning/train.py --help
 """
 
@@ -10,11 +14,11 @@ from pathlib import Path
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from peft import PrefixTuningConfig, TaskType, get_peft_model  # noqa: E402
+from peft import PrefixTuningConfig, TaskType, get_peft_model
 
-from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.training import (  # noqa: E402
+from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.errors import UserError, run_cli
+from common.training import (
     BaseScriptArguments,
     TrainableStateTrainer,
     finish_training,
@@ -41,8 +45,9 @@ class ScriptArguments(BaseScriptArguments):
     def check(self, training_args) -> None:
         if training_args.gradient_checkpointing:
             raise UserError(
-                "prefix tuning cannot be combined with --gradient_checkpointing (peft feeds the prefixes in as a "
-                "KV cache, which checkpointing disables); drop the flag or lower the batch size instead"
+                "prefix tuning cannot be combined with --gradient_checkpointing (peft passes the prefixes as a cache "
+                "object that every layer appends to in place, and checkpointing recomputes layers without it); "
+                "drop the flag or lower the batch size instead"
             )
 
 
@@ -50,7 +55,10 @@ class ScriptArguments(BaseScriptArguments):
 def add_method(model, args: ScriptArguments, tokenizer):
     """Prefix tuning learns, for every layer, num_virtual_tokens extra keys and values that each attention
     head attends to before the real tokens: it acts inside every layer, not only at the input. With
-    prefix_projection an MLP produces them from smaller embeddings, which trains more steadily."""
+    prefix_projection an MLP produces them from smaller embeddings, which trains more steadily.
+
+    Input:  trained table (nvt, L*2*h), L = layers, h = hidden size (with projection: (nvt, h) -> MLP -> (nvt, L*2*h))
+    Output: per layer a key and a value of shape (B, heads, nvt, head_dim), read before the real tokens' own"""
     config = PrefixTuningConfig(
         task_type=TaskType.CAUSAL_LM,
         num_virtual_tokens=args.num_virtual_tokens,
@@ -61,7 +69,7 @@ def add_method(model, args: ScriptArguments, tokenizer):
 
 
 def save_method(model, tokenizer, folder: Path) -> None:
-    model.save_pretrained(folder)  # keeps only the final prefixes, not the projection MLP
+    model.save_pretrained(folder)  # the final prefixes only (3.9 MB on bloom-1b4-zh), not the MLP
     tokenizer.save_pretrained(folder)
 
 

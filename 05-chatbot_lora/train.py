@@ -1,5 +1,9 @@
 """Lesson 05 - LoRA: learn a low-rank update B @ A beside frozen weight matrices.
 
+python -m common.tiny_model tiny-bloom          # a tiny random BLOOM, for a CPU
+python 05-chatbot_lora/train.py --model_name_or_path tiny-bloom --dataset data/demo_zh.json \
+    --per_device_train_batch_size 3 --gradient_accumulation_steps 1 --max_steps 150 --learning_rate 1e-2
+python 05-chatbot_lora/train.py --bf16 true          # bloom-1b4-zh on alpaca-zh, on a GPU
 python 05-chatbot_lora/train.py --help
 """
 
@@ -10,11 +14,11 @@ from pathlib import Path
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from peft import LoraConfig, TaskType, get_peft_model  # noqa: E402
+from peft import LoraConfig, TaskType, get_peft_model
 
-from common.data import load_instruction_data, make_collator, tokenize_dataset  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.training import (  # noqa: E402
+from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.errors import UserError, run_cli
+from common.training import (
     BaseScriptArguments,
     TrainableStateTrainer,
     finish_training,
@@ -49,9 +53,13 @@ class ScriptArguments(BaseScriptArguments):
 def add_method(model, args: ScriptArguments, tokenizer):
     """LoRA freezes every weight W and learns dW = B @ A with A: r x in and B: out x r, r tiny.
     B starts at zero, so training starts from the base model exactly; after training B @ A can be
-    merged into W, so inference costs nothing extra."""
+    merged into W, so inference costs nothing extra.
+
+    Input:  x of shape (B, T, in) entering each targeted Linear (query_key_value: in = h, out = 3*h)
+    Output: W x + (alpha / r) * B(A(dropout(x))), shape (B, T, out); A x is only (B, T, r)"""
     targets = args.target_modules
-    # one value with regex syntax is a pattern on full names; plain names match as name suffixes
+    # peft reads a string as a regex on full module names and a list as exact or suffix names; the command
+    # line always gives a list, so one value with regex syntax is handed over as a string
     regex = len(targets) == 1 and any(ch in targets[0] for ch in "*[]()|?+\\^$")
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
@@ -73,7 +81,9 @@ def add_method(model, args: ScriptArguments, tokenizer):
 
 
 def save_method(model, tokenizer, folder: Path) -> None:
-    model.save_pretrained(folder)  # adapter_config.json + adapter_model.safetensors, a few MB
+    # adapter_config.json + adapter_model.safetensors: 6 MB for the default on bloom-1b4-zh, 381 MB with
+    # modules_to_save=word_embeddings (a full embedding copy)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 

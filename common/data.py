@@ -147,3 +147,59 @@ def make_collator(tokenizer):
     from transformers import DataCollatorForSeq2Seq
 
     return DataCollatorForSeq2Seq(tokenizer=tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
+def show_rows(dataset: str, model_name_or_path: str, index: int, max_length: int) -> None:
+    """Print what the model trains on: one row through template, tokenizer and masking, then a padded batch."""
+    from .training import load_tokenizer
+
+    rows = load_instruction_data(dataset)
+    if not 0 <= index < len(rows) - 1:
+        raise UserError(f"--show {index}: pick a row from 0 to {len(rows) - 2} (it is shown with the next one)")
+    tokenizer = load_tokenizer(model_name_or_path)
+    pair = rows.select([index, index + 1])
+    row = pair[0]
+    prompt = build_prompt(row["instruction"], row["input"] or "")
+    print(f"== row {index} of {Path(dataset).name}")
+    print(f"prompt (template applied): {prompt!r}")
+    print(f"answer (+ EOS {tokenizer.eos_token!r}):   {row['output']!r}")
+    tokenized = tokenize_dataset(pair, tokenizer, max_length)
+    example = tokenized[0]
+    ids, labels = example["input_ids"], example["labels"]
+    n_prompt = sum(label == IGNORE_INDEX for label in labels)
+    print(f"\n{len(ids)} tokens: {n_prompt} of prompt (label -100: no loss), {len(ids) - n_prompt} of answer + EOS")
+    print(f"{'pos':>4} {'input_id':>8} {'label':>6}  token")
+    for pos, (token_id, label) in enumerate(zip(ids, labels)):
+        mark = "  <- answer starts: the loss begins here" if pos == n_prompt else ""
+        print(f"{pos:>4} {token_id:>8} {label:>6}  {tokenizer.decode([token_id])!r}{mark}")
+    print(f"\ninput_ids: {ids}")
+    print(f"labels:    {labels}")
+
+    batch = make_collator(tokenizer)(list(tokenized))
+    print(f"\n== rows {index} and {index + 1} collated into one batch (padding side: {tokenizer.padding_side}, "
+          f"pad id {tokenizer.pad_token_id})")  # fmt: skip
+    for name in ("input_ids", "attention_mask", "labels"):
+        print(f"{name}:")
+        for line in batch[name].tolist():
+            print(f"  {line}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Show how a training row becomes input_ids and labels, and how two rows are padded into a batch.",
+    )
+    parser.add_argument("--show", type=int, required=True, metavar="N", help="row to show (with row N+1 in a batch)")
+    parser.add_argument("--model_name_or_path", required=True, help="whose tokenizer to use, e.g. tiny-bloom")
+    sample = Path(__file__).resolve().parents[1] / "data" / "alpaca_sample_zh.json"
+    parser.add_argument("--dataset", default=str(sample), help="rows to read (default: the course's sample data)")
+    parser.add_argument("--max_length", type=int, default=256, help="cut longer rows on the right, as train.py does")
+    args = parser.parse_args(argv)
+    show_rows(args.dataset, args.model_name_or_path, args.show, args.max_length)
+
+
+if __name__ == "__main__":
+    from .errors import run_cli
+
+    run_cli(main)

@@ -160,6 +160,11 @@ class TrainableStateTrainer(Trainer):
     A plain checkpoint is either the full model (BitFit: 5 GB each on bloom-1b4-zh) or peft's adapter file,
     which for P-tuning and projected prefixes keeps only the final virtual tokens, not the encoder being
     trained, so resuming from it would silently restart the encoder.
+
+    Written against transformers 5.23.0. `_save` and `_load_from_checkpoint` are private Trainer methods: a
+    release that renames them or calls them differently makes checkpoints or resuming silently wrong, and then
+    tests/test_robustness.py fails (test_resumed_run_equals_uninterrupted_run for loading,
+    test_artifacts_and_checkpoints_hold_no_pickled_weights for saving).
     """
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
