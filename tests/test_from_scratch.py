@@ -131,7 +131,7 @@ def _broken_cache(prefix, layers, heads):  # heads and head_dim swapped when cut
     return DynamicCache([(kv[2 * i], kv[2 * i + 1]) for i in range(layers)])
 
 
-def _linear_biases_only(model, args=None, tokenizer=None):  # peft's BEFT choice, not the course's
+def _linear_biases_only(model, args=None, tokenizer=None):  # misses LayerNorm biases: not the course's BitFit
     model.requires_grad_(False)
     for module in model.modules():
         if isinstance(module, nn.Linear) and module.bias is not None:
