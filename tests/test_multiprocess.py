@@ -163,12 +163,14 @@ def resumed_after_kill(ddp_runs, base, mp_env):
     killed = ddp_runs[0] / "killed"
     assert not (killed / "adapter").exists() and (killed / f"checkpoint-{SAVE_STEPS}").is_dir()
     argv = [*base, *NO_DROPOUT, "--output_dir", str(killed), "--resume_from_checkpoint", "true"]
-    launch(torchrun("05-chatbot_lora/train.py", *argv), mp_env)
-    return killed
+    done = launch(torchrun("05-chatbot_lora/train.py", *argv), mp_env)
+    return killed, done
 
 
 def test_ddp_resume_after_kill_equals_uninterrupted(resumed_after_kill, ddp_lora):
-    resumed = load_file(artifact_file("05", resumed_after_kill))
+    folder, done = resumed_after_kill
+    assert done.stdout.count("'loss'") == STEPS - SAVE_STEPS, "only the steps after the checkpoint ran"
+    resumed = load_file(artifact_file("05", folder))
     uninterrupted = load_file(artifact_file("05", ddp_lora[0]))
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
@@ -220,36 +222,44 @@ def ds_config(stage: int, folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=[2, 3], ids=["zero2", "zero3"])
-def zero(request, tmp_path_factory, base, mp_env):
-    """Every lesson under one ZeRO stage in one launch; under ZeRO-3 each is then resumed from its first
-    checkpoint into a second folder."""
+@pytest.fixture(scope="module")
+def zero(tmp_path_factory, base, mp_env):
+    """stage -> (folder, launch): every lesson under that ZeRO stage in one launch; under ZeRO-3 each lesson is
+    then resumed from its first checkpoint into a second folder."""
     pytest.importorskip("deepspeed")
-    stage = request.param
-    folder = tmp_path_factory.mktemp(f"zero{stage}")
-    flags = ["--deepspeed", str(ds_config(stage, folder))]
-    runs = [[VARIANTS[v][0], [*base, *variant_flags(v), *flags, "--output_dir", str(folder / v)], None]
-            for v in ZERO_VARIANTS.values()]  # fmt: skip
-    if stage == 3:
-        checkpoint = f"checkpoint-{SAVE_STEPS}"
-        runs += [[VARIANTS[v][0], [*base, *variant_flags(v), *flags, "--output_dir", str(folder / f"{v}-resumed"),
-                                   "--resume_from_checkpoint", str(folder / v / checkpoint)], None]
-                 for v in ZERO_VARIANTS.values()]  # fmt: skip
-    done = driver(runs, folder, mp_env)
-    return stage, folder, done
+    done = {}
+
+    def run(stage: int):
+        if stage not in done:
+            folder = tmp_path_factory.mktemp(f"zero{stage}")
+            flags = ["--deepspeed", str(ds_config(stage, folder))]
+            runs = [[VARIANTS[v][0], [*base, *variant_flags(v), *flags, "--output_dir", str(folder / v)], None]
+                    for v in ZERO_VARIANTS.values()]  # fmt: skip
+            if stage == 3:
+                checkpoint = f"checkpoint-{SAVE_STEPS}"
+                runs += [[VARIANTS[v][0], [*base, *variant_flags(v), *flags, "--output_dir",
+                                           str(folder / f"{v}-resumed"), "--resume_from_checkpoint",
+                                           str(folder / v / checkpoint)], None]
+                         for v in ZERO_VARIANTS.values()]  # fmt: skip
+            done[stage] = folder, driver(runs, folder, mp_env)
+        return done[stage]
+
+    return run
 
 
-def test_zero_counts_equal_ddp(zero, ddp_runs):
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_counts_equal_ddp(stage, zero, ddp_runs):
     """Under ZeRO-3 the base model is loaded partitioned; the count line must still be the real count."""
-    _, _, done = zero
+    _, done = zero(stage)
     counts = [line for line in done.stdout.splitlines() if line.startswith(COUNT_PREFIX)]
     ddp_counts = [line for line in ddp_runs[1][0][0].splitlines() if line.startswith(COUNT_PREFIX)]
     assert counts[: len(ZERO_VARIANTS)] == ddp_counts[: len(ZERO_VARIANTS)]
 
 
 @pytest.mark.parametrize("lesson", sorted(ZERO_VARIANTS))
-def test_zero_artifact_reloads_with_ddp_logits(lesson, zero, ddp_runs):
-    stage, folder, _ = zero
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_artifact_reloads_with_ddp_logits(stage, lesson, zero, ddp_runs):
+    folder, _ = zero(stage)
     variant = ZERO_VARIANTS[lesson]
     out, ddp_out = folder / variant, ddp_runs[0] / variant
     saved, ddp_saved = load_file(artifact_file(lesson, out)), load_file(artifact_file(lesson, ddp_out))
@@ -258,6 +268,7 @@ def test_zero_artifact_reloads_with_ddp_logits(lesson, zero, ddp_runs):
         assert mine.keys() == reference.keys()
         for name, tensor in mine.items():
             assert tensor.numel() > 0 and tensor.shape == reference[name].shape, name
+    assert not list(out.glob(".adapter*")), "no scratch or half-written artifact left"
     infer = lesson_module(lesson, "infer")
     logits = [probe_logits(*infer.load_for_inference(str(o / "adapter"))) for o in (out, ddp_out)]
     torch.testing.assert_close(logits[0], logits[1], atol=1e-5, rtol=0)
@@ -265,11 +276,13 @@ def test_zero_artifact_reloads_with_ddp_logits(lesson, zero, ddp_runs):
 
 @pytest.mark.parametrize("lesson", sorted(ZERO_VARIANTS))
 def test_zero3_resume_equals_uninterrupted(lesson, zero):
-    stage, folder, _ = zero
-    if stage != 3:
-        pytest.skip("resume is run under ZeRO-3 only")
+    folder, _ = zero(3)
     variant = ZERO_VARIANTS[lesson]
-    resumed = load_file(artifact_file(lesson, folder / f"{variant}-resumed"))
+    resumed_folder = folder / f"{variant}-resumed"
+    # a run that ignored the checkpoint would train from step 0 and save its own first checkpoint
+    assert not (resumed_folder / f"checkpoint-{SAVE_STEPS}").exists()
+    assert (resumed_folder / f"checkpoint-{STEPS}").is_dir()
+    resumed = load_file(artifact_file(lesson, resumed_folder))
     uninterrupted = load_file(artifact_file(lesson, folder / variant))
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
