@@ -65,7 +65,7 @@ def launch(cmd: list[str], env: dict, check: bool = True) -> subprocess.Complete
 
 
 def torchrun(*args: str) -> list[str]:
-    return [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), *args]
+    return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *args]
 
 
 @pytest.fixture(scope="module")
