@@ -258,6 +258,7 @@ def save_final(trainer: Trainer, write) -> Path | None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         write(tmp)
+    _refuse_empty_tensors(tmp)
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         final.rename(old)
@@ -267,3 +268,16 @@ def save_final(trainer: Trainer, write) -> Path | None:
         tmp.rename(final)
     print(f"saved to {final}", file=sys.stderr)
     return final
+
+
+def _refuse_empty_tensors(folder: Path) -> None:
+    """A zero-size tensor in the artifact means a partitioned (ZeRO-3) parameter was saved ungathered:
+    fail loudly rather than replace a good artifact with an empty one. Reads only the files' headers."""
+    from safetensors import safe_open
+
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as tensors:
+            empty = [name for name in tensors.keys() if 0 in tensors.get_slice(name).get_shape()]
+        if empty:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(f"{file.name}: {empty[0]} has no elements; the artifact was not saved")

@@ -269,6 +269,8 @@ def test_zero_artifact_reloads_with_ddp_logits(stage, lesson, zero, ddp_runs):
         for name, tensor in mine.items():
             assert tensor.numel() > 0 and tensor.shape == reference[name].shape, name
     assert not list(out.glob(".adapter*")), "no scratch or half-written artifact left"
+    earlier = load_file(out / f"checkpoint-{SAVE_STEPS}" / "trainable_state.safetensors")
+    assert any(not torch.equal(earlier[name], state[name]) for name in state), "training moved the tensors"
     infer = lesson_module(lesson, "infer")
     logits = [probe_logits(*infer.load_for_inference(str(o / "adapter"))) for o in (out, ddp_out)]
     torch.testing.assert_close(logits[0], logits[1], atol=1e-5, rtol=0)
