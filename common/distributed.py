@@ -9,8 +9,6 @@ import sys
 from collections.abc import Iterable
 from contextlib import contextmanager
 
-import torch
-
 
 def world_size() -> int:
     """Processes in this run, as the launcher (torchrun, accelerate launch, deepspeed) announces it."""
@@ -20,6 +18,8 @@ def world_size() -> int:
 def device_for_processes() -> bool:
     """Whether accelerate finds a device for several processes (GPUs and the like); without one it starts
     no process group and every process would train alone on all the data."""
+    import torch
+
     if torch.cuda.is_available():
         return True
     from accelerate.utils import is_mlu_available, is_musa_available, is_npu_available, is_xpu_available
@@ -60,6 +60,8 @@ def setup_processes(training_args) -> None:
 
 
 def distributed() -> bool:
+    import torch
+
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
@@ -73,6 +75,8 @@ def main_process_first():
     if not distributed():
         yield
         return
+    import torch
+
     if not is_local_main():
         torch.distributed.barrier()
     yield
@@ -80,13 +84,13 @@ def main_process_first():
         torch.distributed.barrier()
 
 
-def partitioned(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+def partitioned(params: Iterable) -> list:
     """The parameters that ZeRO-3 has split across ranks (each rank holds only a slice)."""
     return [p for p in params if hasattr(p, "ds_id")]
 
 
 @contextmanager
-def gathered(params: Iterable[torch.nn.Parameter]):
+def gathered(params: Iterable):
     """Full tensors on every rank for the duration of the block, under ZeRO-3; nothing to do otherwise.
 
     Gathering is a collective step: every rank must enter the block, not only the one that writes.
