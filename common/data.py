@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+from .distributed import distributed, main_process_first
 from .errors import UserError, first_line
 from .prompt import build_prompt
 
@@ -125,7 +126,10 @@ def tokenize_dataset(ds, tokenizer, max_length: int):
             out["cut"].append(len(p) + len(a) + 1 > max_length)
         return out
 
-    tokenized = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing")
+    with main_process_first():  # under several processes: tokenise once per machine, the others read the cache
+        tokenized = ds.map(
+            encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing", **_shared_cache(ds, encode)
+        )
     dropped = len(ds) - len(tokenized)
     if len(tokenized) == 0:
         raise UserError(
@@ -140,6 +144,23 @@ def tokenize_dataset(ds, tokenizer, max_length: int):
             file=sys.stderr,
         )
     return tokenized.remove_columns("cut")
+
+
+def _shared_cache(ds, encode) -> dict:
+    """Where the processes of one run share tokenised rows that have no cache of their own.
+
+    A dataset read from files is cached by `datasets` already; rows built in memory (our .json/.jsonl reader)
+    are not, so under several processes they get a file named by the rows, the tokenizer and this code.
+    """
+    if not distributed() or ds.cache_files:
+        return {}
+    import datasets
+    from datasets.fingerprint import Hasher
+
+    fingerprint = Hasher.hash((ds._fingerprint, encode))
+    folder = Path(datasets.config.HF_DATASETS_CACHE) / "peft_course_tokenized"
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"cache_file_name": str(folder / f"{fingerprint}.arrow"), "new_fingerprint": fingerprint}
 
 
 def make_collator(tokenizer):

@@ -3,10 +3,15 @@
 from torch import nn
 
 
+def numel(p: nn.Parameter) -> int:
+    # a parameter partitioned by DeepSpeed ZeRO-3 is an empty placeholder; ds_numel is its full size
+    return getattr(p, "ds_numel", p.numel()) if p.numel() == 0 else p.numel()
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, all), each shared tensor counted once, as peft counts them."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    """(trainable, all), each shared tensor counted once, as peft counts them (ZeRO-3 partitions included)."""
+    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
+    return trainable, sum(numel(p) for p in model.parameters())
 
 
 def trainable_parameters_line(model: nn.Module) -> str:

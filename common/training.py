@@ -5,6 +5,7 @@ import os
 import resource
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
+from .distributed import gathered, partitioned, process_defaults, setup_processes
 from .errors import UserError, first_line
 
 DEFAULT_MODEL = "Langboat/bloom-1b4-zh"
@@ -56,6 +58,7 @@ def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
         (script_cls, TrainingArguments),
         epilog="A bare --debug shows the full traceback of an error (or set PEFT_COURSE_DEBUG=1).",
     )
+    parser.set_defaults(**process_defaults())  # torchrun / accelerate launch / deepspeed
     parser.set_defaults(
         output_dir=str(lesson_dir / "output"),
         learning_rate=learning_rate,
@@ -79,6 +82,7 @@ def parse_train_args(script_cls, argv, lesson_dir: Path, learning_rate: float):
     if out.exists() and not out.is_dir():
         raise UserError(f"--output_dir {out} is a file; pass a folder path")
     training_args.resume_from_checkpoint = _resolve_resume(training_args.resume_from_checkpoint, out)
+    setup_processes(training_args)
     # seed now, not only in Trainer(): the method's random init (LoRA A, soft prompts, encoders) comes first
     set_seed(training_args.seed)
     return script_args, training_args
@@ -150,8 +154,19 @@ def _check_local(name: str) -> None:
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
-    """Every parameter that is being trained, by name: what a checkpoint must hold to resume exactly."""
-    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    """Every parameter that is being trained, by name: what a checkpoint must hold to resume exactly.
+
+    Under ZeRO-3 call it inside `gathered(...)`: outside, each rank holds only an empty placeholder.
+    """
+    state = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    empty = [name for name, t in state.items() if t.numel() == 0]
+    if empty and partitioned(p for p in model.parameters() if p.requires_grad):
+        raise RuntimeError(f"{empty[0]} is partitioned by ZeRO-3; read it inside common.distributed.gathered()")
+    return state
+
+
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 class TrainableStateTrainer(Trainer):
@@ -167,6 +182,16 @@ class TrainableStateTrainer(Trainer):
     test_artifacts_and_checkpoints_hold_no_pickled_weights for saving).
     """
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not self.is_deepspeed_enabled:
+            return super().save_model(output_dir, _internal_call)
+        # The Trainer's DeepSpeed path would gather the whole model (or, under ZeRO-3 without
+        # stage3_gather_16bit_weights_on_model_save, save nothing usable); we need only the trained tensors.
+        # Every rank joins the gather; _save writes on rank 0. DeepSpeed's own checkpoint files (optimizer
+        # and the partitioned weights, for resuming) are written by the Trainer next to it.
+        with gathered(trainable_parameters(self.accelerator.unwrap_model(self.model))):
+            self._save(output_dir)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.args.should_save:
             return
@@ -174,7 +199,7 @@ class TrainableStateTrainer(Trainer):
         os.makedirs(output_dir, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model)
         tensors = trainable_state(model)
-        if state_dict is not None:  # DeepSpeed gathers the weights for us
+        if state_dict is not None:  # FSDP's full state dict: the gathered weights
             tensors = {k: state_dict[k].cpu().contiguous() for k in tensors if k in state_dict} or tensors
         save_file(tensors, os.path.join(output_dir, TRAINABLE_STATE))
         if self.processing_class is not None:
@@ -225,15 +250,24 @@ def finish_training(trainer: Trainer, train_result, eval_dataset=None) -> dict:
 def save_final(trainer: Trainer, write) -> Path | None:
     """Write the finished artifact atomically: into a temporary folder beside it, then rename.
 
-    A crash mid-save leaves the previous artifact (or none), never a half-written one.
+    A crash mid-save leaves the previous artifact (or none), never a half-written one. Only rank 0 writes it.
+    Under ZeRO-3 every rank first gathers the trained tensors, and every rank runs `write`: saving a prompt
+    encoder's output runs the encoder, and each step of a partitioned module is a collective one. The other
+    ranks write into a scratch folder that is deleted at once.
     """
-    if not trainer.is_world_process_zero():
-        return None
-    final = Path(trainer.args.output_dir) / FINAL_SUBDIR
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
+    params = trainable_parameters(trainer.accelerator.unwrap_model(trainer.model))
+    with gathered(params):
+        if not trainer.is_world_process_zero():
+            if partitioned(params):
+                with tempfile.TemporaryDirectory() as scratch:
+                    write(Path(scratch))
+            return None
+        final = Path(trainer.args.output_dir) / FINAL_SUBDIR
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write(tmp)
+    _refuse_empty_tensors(tmp)
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         final.rename(old)
@@ -243,3 +277,16 @@ def save_final(trainer: Trainer, write) -> Path | None:
         tmp.rename(final)
     print(f"saved to {final}", file=sys.stderr)
     return final
+
+
+def _refuse_empty_tensors(folder: Path) -> None:
+    """A zero-size tensor in the artifact means a partitioned (ZeRO-3) parameter was saved ungathered:
+    fail loudly rather than replace a good artifact with an empty one. Reads only the files' headers."""
+    from safetensors import safe_open
+
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as tensors:
+            empty = [name for name in tensors.keys() if 0 in tensors.get_slice(name).get_shape()]
+        if empty:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(f"{file.name}: {empty[0]} has no elements; the artifact was not saved")
