@@ -33,16 +33,37 @@ LESSONS = {
     "04": "04-chatbot_prefix_tuning",
     "05": "05-chatbot_lora",
 }
-COURSE_FLAGS = ["--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "8",
-                "--train_sampling_strategy", "random"]  # fmt: skip
-LAYOUT_FLAGS = ("--per_device_train_batch_size", "--gradient_accumulation_steps", "--train_sampling_strategy",
-                "--group_by_length", "--max_steps", "--num_train_epochs")  # fmt: skip
+COURSE_FLAGS = [
+    "--per_device_train_batch_size",
+    "1",
+    "--gradient_accumulation_steps",
+    "8",
+    "--train_sampling_strategy",
+    "random",
+]
+LAYOUT_FLAGS = (
+    "--per_device_train_batch_size",
+    "--gradient_accumulation_steps",
+    "--train_sampling_strategy",
+    "--group_by_length",
+    "--max_steps",
+    "--num_train_epochs",
+)
 EFFECTIVE_BATCH = 8
-ROW_TOKENS = (60, 250)  # alpaca-zh rows under bloom-1b4-zh's tokenizer mostly fall in this range
+COURSE_ROWS = 26_858  # rows in the course's alpaca_data_zh
+ROW_TOKENS = (60, 250)  # most alpaca-zh rows under bloom-1b4-zh's tokenizer (measured for this project)
 SMALL_MODEL = dict(hidden_size=256, n_layer=4, n_head=4)
 REAL_CONFIG = dict(vocab_size=46145, hidden_size=2048, n_layer=24, n_head=16, tie_word_embeddings=True)
-PROMPTS = ["地球为什么有四季？", "用一句话解释什么是光合作用。", "写一首关于秋天的短诗。", "把“你好”翻译成英文。",
-           "列出三种常见的水果。", "今天是星期二，17天后是星期几？", "解释一下什么是机器学习。", "给出一个健康早餐的建议。"]  # fmt: skip
+PROMPTS = [
+    "地球为什么有四季？",
+    "用一句话解释什么是光合作用。",
+    "写一首关于秋天的短诗。",
+    "把“你好”翻译成英文。",
+    "列出三种常见的水果。",
+    "今天是星期二，17天后是星期几？",
+    "解释一下什么是机器学习。",
+    "给出一个健康早餐的建议。",
+]
 RESULT = "BENCH_RESULT "  # a worker's last stdout line carries its figures
 
 
@@ -94,8 +115,10 @@ def write_rows(args, tokenizer, out_dir: Path) -> tuple[Path, Path, str]:
     else:
         train = real_length_rows(tokenizer, args.samples, train_src, args.seed)
         held_out = real_length_rows(tokenizer, args.eval_rows, eval_src, args.seed + 1)
-        what = (f"real-length rows ({ROW_TOKENS[0]}-{ROW_TOKENS[1]} tokens, uniform) built by joining answers of "
-                f"data/alpaca_sample_zh.json (its own rows are 12-85 tokens), eval rows from other source rows")  # fmt: skip
+        what = (
+            f"real-length rows ({ROW_TOKENS[0]}-{ROW_TOKENS[1]} tokens, uniform) built by joining answers of "
+            f"data/alpaca_sample_zh.json (its own rows are 12-85 tokens), eval rows from other source rows"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for name, part in (("train.jsonl", train), ("eval.jsonl", held_out)):
@@ -136,15 +159,25 @@ def train_worker(spec: dict) -> None:
     trainer = train.main(spec["argv"])
     metrics = json.loads((Path(trainer.args.output_dir) / "all_results.json").read_text())
     gpu = "peak_gpu_memory_mb" in metrics
-    print(RESULT + json.dumps({
-        "samples_per_s": metrics["train_samples_per_second"], "tokens_per_s": metrics["train_tokens_per_second"],
-        "padding_efficiency": counts["real"] / counts["padded"], "eval_loss": metrics["eval_loss"],
-        "peak_mb": metrics["peak_gpu_memory_mb"] if gpu else metrics["peak_rss_mb"],
-        "memory_kind": "GPU max allocated" if gpu else "CPU peak RSS",
-        "learning_rate": trainer.args.learning_rate, "batch": trainer.args.per_device_train_batch_size,
-        "accumulation": trainer.args.gradient_accumulation_steps,
-        "order": trainer.args.train_sampling_strategy, "bf16": trainer.args.bf16,
-    }), flush=True)  # fmt: skip
+    print(
+        RESULT
+        + json.dumps(
+            {
+                "samples_per_s": metrics["train_samples_per_second"],
+                "tokens_per_s": metrics["train_tokens_per_second"],
+                "padding_efficiency": counts["real"] / counts["padded"],
+                "eval_loss": metrics["eval_loss"],
+                "peak_mb": metrics["peak_gpu_memory_mb"] if gpu else metrics["peak_rss_mb"],
+                "memory_kind": "GPU max allocated" if gpu else "CPU peak RSS",
+                "learning_rate": trainer.args.learning_rate,
+                "batch": trainer.args.per_device_train_batch_size,
+                "accumulation": trainer.args.gradient_accumulation_steps,
+                "order": trainer.args.train_sampling_strategy,
+                "bf16": trainer.args.bf16,
+            }
+        ),
+        flush=True,
+    )
 
 
 def run_worker(kind: str, spec: dict) -> dict:
@@ -159,15 +192,56 @@ def run_worker(kind: str, spec: dict) -> dict:
 
 def bench_lesson(lesson: str, args, model: str, train_file: Path, eval_file: Path, work: Path, extra) -> list:
     folder = LESSONS[lesson]
-    common = ["--model_name_or_path", model, "--dataset", str(train_file), "--eval_dataset", str(eval_file),
-              "--max_steps", str(args.samples // EFFECTIVE_BATCH), "--save_strategy", "no", "--logging_steps", "1000",
-              "--disable_tqdm", "true", "--report_to", "none", "--seed", str(args.seed), *extra]  # fmt: skip
+    common = [
+        "--model_name_or_path",
+        model,
+        "--dataset",
+        str(train_file),
+        "--eval_dataset",
+        str(eval_file),
+        "--max_steps",
+        str(args.samples // EFFECTIVE_BATCH),
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1000",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        "--seed",
+        str(args.seed),
+        *extra,
+    ]
     results = []
     for name, flags in (("a", COURSE_FLAGS), ("b", [])):
         print(f"[bench] {folder}: run ({name}) ...", file=sys.stderr, flush=True)
         argv = [*common, *flags, "--output_dir", str(work / folder / name)]
         results.append(run_worker("train", {"folder": folder, "argv": argv}))
     return results
+
+
+def order_efficiency(n_rows: int, seed: int) -> dict:
+    """Padding efficiency of each batch order alone (no training), for n_rows lengths drawn like the bench rows.
+
+    The Trainer sorts rows by length within groups of up to 50 batches, but makes at least 4 groups, so a
+    small data set gets small groups and more padding than the course's 26,858 rows would.
+    """
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    rng = random.Random(seed)
+    lengths = [rng.randint(*ROW_TOKENS) for _ in range(n_rows)]
+    generator = torch.Generator().manual_seed(seed)
+    orders = {
+        "random": torch.randperm(n_rows, generator=generator).tolist(),
+        "group_by_length": get_length_grouped_indices(lengths, EFFECTIVE_BATCH, generator=generator),
+    }
+    figures = {}
+    for name, order in orders.items():
+        batches = [[lengths[i] for i in order[k : k + EFFECTIVE_BATCH]] for k in range(0, n_rows, EFFECTIVE_BATCH)]
+        figures[name] = sum(map(sum, batches)) / sum(max(b) * len(b) for b in batches)
+    return figures
 
 
 def print_training(folder: str, results: list) -> None:
@@ -177,11 +251,15 @@ def print_training(folder: str, results: list) -> None:
     for name, r in zip("ab", results):
         label = "course" if name == "a" else "defaults"
         layout = f"({name}) {label}: batch {r['batch']} x accum {r['accumulation']}, {r['order']}"
-        print(f"{layout:<48} {r['samples_per_s']:>9.3f} {r['tokens_per_s']:>9.1f} {r['padding_efficiency']:>8.3f} "
-              f"{r['peak_mb']:>8.0f} {r['eval_loss']:>9.4f}")  # fmt: skip
+        print(
+            f"{layout:<48} {r['samples_per_s']:>9.3f} {r['tokens_per_s']:>9.1f} {r['padding_efficiency']:>8.3f} "
+            f"{r['peak_mb']:>8.0f} {r['eval_loss']:>9.4f}"
+        )
     change = 100 * (b["eval_loss"] - a["eval_loss"]) / a["eval_loss"]
-    print(f"speed ratio (b)/(a): {b['samples_per_s'] / a['samples_per_s']:.2f}x samples/s; "
-          f"eval loss (b) vs (a): {change:+.2f}%")  # fmt: skip
+    print(
+        f"speed ratio (b)/(a): {b['samples_per_s'] / a['samples_per_s']:.2f}x samples/s; "
+        f"eval loss (b) vs (a): {change:+.2f}%"
+    )
 
 
 # ---------------------------------------------------------------- generation and memory
@@ -199,14 +277,29 @@ def _peak_rss_mb() -> float:
 
 
 def memory_worker(spec: dict) -> None:
-    """Peak RSS of loading a model with load_base_model, next to its weight bytes."""
+    """Peak RSS of loading a model with load_base_model and then reading every weight once.
+
+    transformers maps safetensors files into memory and reads pages only when a weight is first used, so RSS
+    right after loading says little; reading each weight brings all of them in, as a first forward pass would.
+    """
+    import torch
+
     from common.training import load_base_model
 
     before = _rss_mb()
     model = load_base_model(spec["model"])
+    loaded = _rss_mb()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    print(RESULT + json.dumps({"before_mb": before, "peak_mb": _peak_rss_mb(), "after_mb": _rss_mb(),
-                               "weight_bytes": weight_bytes}), flush=True)  # fmt: skip
+    print(
+        RESULT
+        + json.dumps(
+            {"before_mb": before, "loaded_mb": loaded, "peak_mb": _peak_rss_mb(), "weight_bytes": weight_bytes}
+        ),
+        flush=True,
+    )
 
 
 def write_full_size_model(folder: Path, tokenizer_dir: Path) -> None:
@@ -216,8 +309,12 @@ def write_full_size_model(folder: Path, tokenizer_dir: Path) -> None:
     from transformers import AutoTokenizer, BloomConfig, BloomForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = BloomConfig(**REAL_CONFIG, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    config = BloomConfig(
+        **REAL_CONFIG,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in BloomForCausalLM(config).state_dict().items() if k != "lm_head.weight"}
     folder.mkdir(parents=True, exist_ok=True)
@@ -289,25 +386,35 @@ def generation_worker(spec: dict) -> None:
 
 
 def print_generation(model_label: str, tokens: int, g: dict) -> None:
-    print(f"\ngeneration: {model_label}; greedy, {len(PROMPTS)} prompts, {tokens} new tokens each; "
-          "LoRA = lesson 05's default adapter with random nonzero B")  # fmt: skip
+    print(
+        f"\ngeneration: {model_label}; greedy, {len(PROMPTS)} prompts, {tokens} new tokens each; "
+        "LoRA = lesson 05's default adapter with random nonzero B"
+    )
     print(f"{'mode':<46} {'tokens/s':>9} {'ratio':>7}")
-    for key, label, ref in (("base", "bare base model, one prompt per call", "base"),
-                            ("lora", "LoRA (peft wrapper), one prompt per call", "base"),
-                            ("lora_merged", "merged LoRA, one prompt per call", "base"),
-                            ("base_batch8", "bare base, batch 8 (the --input_file path)", "base")):  # fmt: skip
+    for key, label, ref in (
+        ("base", "bare base model, one prompt per call", "base"),
+        ("lora", "LoRA (peft wrapper), one prompt per call", "base"),
+        ("lora_merged", "merged LoRA, one prompt per call", "base"),
+        ("base_batch8", "bare base, batch 8 (the --input_file path)", "base"),
+    ):
         print(f"{label:<46} {g[key]:>9.1f} {g[key] / g[ref]:>6.2f}x")
     print(f"batch 8 gives the same greedy answers as one prompt per call: {g['batched_same_answers']}")
 
 
 def print_memory(folder: Path, m: dict) -> None:
     weights_mb = m["weight_bytes"] / 2**20
-    print(f"\nmemory: loading the full-size bloom-1b4-zh architecture (random fp32 weights in {folder}) "
-          "with common.training.load_base_model")  # fmt: skip
-    print(f"weights {weights_mb:,.0f} MB; RSS before loading {m['before_mb']:,.0f} MB, peak {m['peak_mb']:,.0f} MB, "
-          f"after {m['after_mb']:,.0f} MB")  # fmt: skip
-    print(f"peak RSS / weight bytes: {m['peak_mb'] / weights_mb:.2f}x; "
-          f"(peak - before) / weight bytes: {(m['peak_mb'] - m['before_mb']) / weights_mb:.2f}x")
+    print(
+        f"\nmemory: the full-size bloom-1b4-zh architecture (random fp32 weights in {folder}), loaded with "
+        "common.training.load_base_model, then every weight read once"
+    )
+    print(
+        f"weights {weights_mb:,.0f} MB; RSS before loading {m['before_mb']:,.0f} MB, right after loading "
+        f"{m['loaded_mb']:,.0f} MB (weights are memory-mapped, read on first use), peak {m['peak_mb']:,.0f} MB"
+    )
+    print(
+        f"peak RSS / weight bytes: {m['peak_mb'] / weights_mb:.2f}x; "
+        f"(peak - before) / weight bytes: {(m['peak_mb'] - m['before_mb']) / weights_mb:.2f}x"
+    )
 
 
 # ---------------------------------------------------------------- main
@@ -315,18 +422,28 @@ def print_memory(folder: Path, m: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", default=None,
-                        help="model to train (default: a small random BLOOM built here, hidden 256, 4 layers)")  # fmt: skip
-    parser.add_argument("--dataset", default=None,
-                        help="train on these rows as they are (default: real-length rows built from the sample data)")  # fmt: skip
+    parser.add_argument(
+        "--model_name_or_path",
+        default=None,
+        help="model to train (default: a small random BLOOM built here, hidden 256, 4 layers)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="train on these rows as they are (default: real-length rows built from the sample data)",
+    )
     parser.add_argument("--lessons", nargs="+", choices=list(LESSONS), default=["05"])
     parser.add_argument("--samples", type=int, default=96, help="training rows (one epoch) per run")
     parser.add_argument("--eval_rows", type=int, default=32, help="held-out rows for the eval loss")
     parser.add_argument("--generation", action="store_true", help="also measure generation tokens/s")
     parser.add_argument("--gen_tokens", type=int, default=32, help="new tokens per answer with --generation")
-    parser.add_argument("--memory", metavar="DIR", default=None,
-                        help="write the full-size architecture with random weights to DIR (once, ~5 GB), measure "
-                        "peak RSS while loading it; --generation then runs on it too")  # fmt: skip
+    parser.add_argument(
+        "--memory",
+        metavar="DIR",
+        default=None,
+        help="write the full-size architecture with random weights to DIR (once, ~5 GB), measure "
+        "peak RSS while loading it; --generation then runs on it too",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -355,10 +472,22 @@ def main(argv: list[str] | None = None) -> None:
             model_label = "small random BLOOM (hidden 256, 4 layers, 4 heads, vocab 2000; repo's tiny tokenizer)"
         tokenizer = load_tokenizer(model)
         train_file, eval_file, data_label = write_rows(args, tokenizer, work / "data")
-        device = f"GPU ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+        device = (
+            f"GPU ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+        )
         print(f"bench: {device}, torch threads {torch.get_num_threads()}; model {model_label}")
-        print(f"data: {data_label}; {args.samples} samples per run = {args.samples // EFFECTIVE_BATCH} optimizer steps "
-              f"of {EFFECTIVE_BATCH}; extra flags for both runs: {' '.join(extra) or 'none'}")  # fmt: skip
+        print(
+            f"data: {data_label}; {args.samples} samples per run = {args.samples // EFFECTIVE_BATCH} optimizer steps "
+            f"of {EFFECTIVE_BATCH}; extra flags for both runs: {' '.join(extra) or 'none'}"
+        )
+        if not args.dataset:
+            for n in (args.samples, COURSE_ROWS):
+                eff = order_efficiency(n, args.seed)
+                print(
+                    f"padding efficiency of batches of {EFFECTIVE_BATCH} on {n:,d} rows of {ROW_TOKENS[0]}-"
+                    f"{ROW_TOKENS[1]} tokens (batch order only, no training): random {eff['random']:.3f}, "
+                    f"group_by_length {eff['group_by_length']:.3f}"
+                )
         for lesson in args.lessons:
             results = bench_lesson(lesson, args, model, train_file, eval_file, work, extra)
             print_training(LESSONS[lesson], results)
@@ -372,8 +501,9 @@ def main(argv: list[str] | None = None) -> None:
             gen_model = str(args.memory) if args.memory else model
             label = f"full-size bloom-1b4-zh architecture, random weights ({gen_model})" if args.memory else model_label
             print(f"[bench] generation on {gen_model} ...", file=sys.stderr, flush=True)
-            print_generation(label, args.gen_tokens, run_worker("generation", {"model": gen_model,
-                                                                               "tokens": args.gen_tokens}))  # fmt: skip
+            print_generation(
+                label, args.gen_tokens, run_worker("generation", {"model": gen_model, "tokens": args.gen_tokens})
+            )
     print(f"\nbench took {time.time() - started:.0f}s", file=sys.stderr)
 
 
