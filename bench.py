@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="DIR",
         default=None,
         help="write the full-size architecture with random weights to DIR (once, ~5 GB), measure "
-        "peak RSS while loading it; --generation then runs on it too",
+        "peak RSS while loading it",
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default=None, help="keep the runs here (default: a temporary folder)")
@@ -498,12 +498,9 @@ def main(argv: list[str] | None = None) -> None:
                 write_full_size_model(folder, Path(model))
             print_memory(folder, run_worker("memory", {"model": str(folder)}))
         if args.generation:
-            gen_model = str(args.memory) if args.memory else model
-            label = f"full-size bloom-1b4-zh architecture, random weights ({gen_model})" if args.memory else model_label
-            print(f"[bench] generation on {gen_model} ...", file=sys.stderr, flush=True)
-            print_generation(
-                label, args.gen_tokens, run_worker("generation", {"model": gen_model, "tokens": args.gen_tokens})
-            )
+            print(f"[bench] generation on {model} ...", file=sys.stderr, flush=True)
+            figures = run_worker("generation", {"model": model, "tokens": args.gen_tokens})
+            print_generation(model_label, args.gen_tokens, figures)
     print(f"\nbench took {time.time() - started:.0f}s", file=sys.stderr)
 
 

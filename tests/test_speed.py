@@ -51,20 +51,21 @@ def test_default_layout_is_batch_8_grouped_by_length(tmp_path):
     assert args.train_sampling_strategy == "random"
 
 
-def test_eval_order_is_fixed_whatever_the_training_order(trained):
-    trainer = trained("lora_qkv").trainer
-    dataset = trainer.train_dataset
-    trainer.args.train_sampling_strategy = "group_by_length"
-    try:
-        order = list(iter(trainer._get_eval_sampler(dataset)))
-    finally:
-        trainer.args.train_sampling_strategy = "random"
-    assert order == list(range(len(dataset)))
+def test_eval_order_is_fixed_whatever_the_training_order():
+    """The Trainer alone would length-group eval rows too when training is grouped by length."""
+    from types import SimpleNamespace
+
+    from common.training import TrainableStateTrainer
+
+    trainer = SimpleNamespace(args=SimpleNamespace(world_size=1, train_sampling_strategy="group_by_length"))
+    rows = [{"input_ids": [1] * n} for n in (3, 40, 7, 90, 12, 5, 60, 2, 33, 8)]
+    order = list(iter(TrainableStateTrainer._get_eval_sampler(trainer, rows)))
+    assert order == list(range(len(rows)))
 
 
 def test_benchmark_prints_every_figure(tiny_model_dir, tmp_path):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench.py"), "--model_name_or_path", str(tiny_model_dir), "--samples", "16",
+        [sys.executable, str(ROOT / "bench.py"), "--model_name_or_path", str(tiny_model_dir), "--samples", "8",
          "--eval_rows", "8", "--generation", "--gen_tokens", "4", "--output_dir", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
