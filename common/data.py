@@ -164,10 +164,19 @@ def _shared_cache(ds, encode) -> dict:
 
 
 def make_collator(tokenizer):
-    """Pad input_ids with the pad token and labels with -100, on the tokenizer's padding side."""
+    """Pad input_ids with the pad token and labels with -100, on the tokenizer's padding side.
+
+    Rows are never packed into one sequence: BLOOM takes no position ids and no 4D mask, so packed rows would
+    silently attend to each other. On a GPU, lengths are padded to a multiple of 8 (tensor-core friendly shapes);
+    on a CPU that would only add padding.
+    """
+    import torch
     from transformers import DataCollatorForSeq2Seq
 
-    return DataCollatorForSeq2Seq(tokenizer=tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+    multiple = 8 if torch.cuda.is_available() else None
+    return DataCollatorForSeq2Seq(
+        tokenizer=tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=multiple
+    )
 
 
 def show_rows(dataset: str, model_name_or_path: str, index: int, max_length: int) -> None:
