@@ -23,8 +23,8 @@ TRAINABLE_STATE = "trainable_state.safetensors"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # The course's effective batch of 8 as one batch of 8 rows of similar length instead of 8 steps of one row:
-# the same update (the Trainer weights the loss by tokens, so accumulation and batching agree), about 1.3x the
-# samples/s on CPU (bench.py), and batches of similar lengths waste little on padding. The course's recipe:
+# the same update (the Trainer weights the loss by tokens, so accumulation and batching agree), faster on CPU
+# (bench.py measures it), and batches of similar lengths waste little on padding. The course's recipe:
 COURSE_LAYOUT = dict(per_device_train_batch_size=1, gradient_accumulation_steps=8, train_sampling_strategy="random")
 FAST_LAYOUT = dict(
     per_device_train_batch_size=8,

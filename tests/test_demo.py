@@ -94,7 +94,9 @@ def test_demo_data_is_part_of_the_sample_data():
 @pytest.mark.parametrize("lesson", list(LESSONS))
 def test_demo_command_passes_every_batch_and_step_flag(lesson):
     args = command_args(demo_section(lesson), f"{LESSONS[lesson]}/train.py")
-    for flag in ("--per_device_train_batch_size", "--gradient_accumulation_steps", "--max_steps", "--learning_rate"):
+    flags = ("--per_device_train_batch_size", "--gradient_accumulation_steps", "--train_sampling_strategy",
+             "--max_steps", "--learning_rate")  # fmt: skip
+    for flag in flags:
         assert flag in args, f"the demo must not depend on the default {flag}"
     assert args[args.index("--dataset") + 1] == "data/demo_zh.json"
 
