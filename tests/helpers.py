@@ -43,19 +43,9 @@ def lesson_module(lesson: str, name: str):
     return _cache[key]
 
 
-@torch.no_grad()
 def greedy_reference(model, tokenizer, instruction: str, max_new_tokens: int) -> str:
     """Greedy decoding with a full forward pass per token: no KV cache, no generate()."""
-    ids = tokenizer(build_prompt(instruction), add_special_tokens=False, return_tensors="pt")["input_ids"]
-    new = []
-    for _ in range(max_new_tokens):
-        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
-        token = int(logits[0, -1].argmax())
-        if token == tokenizer.eos_token_id:
-            break
-        new.append(token)
-        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-    return tokenizer.decode(new, skip_special_tokens=True).strip()
+    return greedy_reference_for_prompt(model, tokenizer, build_prompt(instruction), max_new_tokens)
 
 
 PROBE = ["今天是星期二，17天后是星期几？", "判断下面这句话的情感是积极还是消极。\n等了一个小时，菜还是凉的。"]
@@ -72,7 +62,8 @@ def probe_logits(model, tokenizer) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy_reference_for_prompt(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
-    """`greedy_reference` for a ready-made prompt (a conversation with history)."""
+    """Greedy decoding of a ready-made prompt (e.g. a conversation with history), one full forward pass per
+    token: no KV cache, no generate()."""
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
     new = []
     for _ in range(max_new_tokens):
