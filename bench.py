@@ -25,14 +25,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from common.errors import UserError, run_cli  # noqa: E402
+from compare import LESSONS  # noqa: E402
 
-LESSONS = {
-    "01": "01-chatbot_bitfit",
-    "02": "02-chatbot_prompt_tuning",
-    "03": "03-chatbot_p_tuning",
-    "04": "04-chatbot_prefix_tuning",
-    "05": "05-chatbot_lora",
-}
 COURSE_FLAGS = [
     "--per_device_train_batch_size",
     "1",

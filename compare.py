@@ -39,6 +39,7 @@ VARIANTS = {
     "lora_regex_emb": ("05-chatbot_lora", "LoRA, regex + modules_to_save embeddings",
                        ["--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings"]),
 }  # fmt: skip
+LESSONS = {folder[:2]: folder for folder, _, _ in VARIANTS.values()}  # "01" -> "01-chatbot_bitfit", in order
 QUESTION = "用一句话解释什么是光合作用。"
 
 

@@ -9,16 +9,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.prompt import build_prompt  # noqa: E402, I001
+from compare import LESSONS  # noqa: E402, I001
 from compare import VARIANTS as COMPARE_VARIANTS  # noqa: E402, I001
 from compare import lesson_module as load_lesson_script  # noqa: E402, I001
 
-LESSONS = {
-    "01": "01-chatbot_bitfit",
-    "02": "02-chatbot_prompt_tuning",
-    "03": "03-chatbot_p_tuning",
-    "04": "04-chatbot_prefix_tuning",
-    "05": "05-chatbot_lora",
-}
 
 # id -> (lesson number, train.py flags): the 10 variants of the course, defined once, in compare.py
 VARIANTS = {variant: (folder[:2], flags) for variant, (folder, _, flags) in COMPARE_VARIANTS.items()}
