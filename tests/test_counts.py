@@ -24,9 +24,8 @@ EXPECTED = {
 }
 
 
-def real_architecture_line(variant: str, tokenizer_dir, extra=()) -> str:
-    from common.params import trainable_parameters_line
-
+def real_architecture_model(variant: str, tokenizer_dir, extra=()):
+    """The variant's model as its lesson's `add_method` builds it on the real architecture (meta device)."""
     lesson, flags = VARIANTS[variant]
     train = lesson_module(lesson, "train")
     # the real tokenizer splits the hard-prompt text into 7 tokens; the tiny one does not, so say it
@@ -36,8 +35,13 @@ def real_architecture_line(variant: str, tokenizer_dir, extra=()) -> str:
     )
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(BloomConfig(**REAL_CONFIG))
-        model = train.add_method(model, args, tokenizer=None)
-    return trainable_parameters_line(model)
+        return train.add_method(model, args, tokenizer=None)
+
+
+def real_architecture_line(variant: str, tokenizer_dir, extra=()) -> str:
+    from common.params import trainable_parameters_line
+
+    return trainable_parameters_line(real_architecture_model(variant, tokenizer_dir, extra))
 
 
 @pytest.mark.parametrize("variant", list(EXPECTED))

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from helpers import LESSONS, REAL_CONFIG, ROOT, VARIANTS, lesson_module
+from helpers import LESSONS, REAL_CONFIG, ROOT, VARIANTS
+from test_counts import real_architecture_model
 from transformers import AutoModelForCausalLM, BloomConfig
 
 from common.params import count_parameters
@@ -10,17 +11,6 @@ from common.params import count_parameters
 
 def readme(lesson: str | None = None) -> str:
     return (ROOT / (LESSONS[lesson] if lesson else "") / "README.md").read_text(encoding="utf-8")
-
-
-def build(variant: str, tokenizer_dir, extra=()):
-    lesson, flags = VARIANTS[variant]
-    train = lesson_module(lesson, "train")
-    extra = list(extra) + (["--num_virtual_tokens", "7"] if variant == "prompt_text" else [])
-    args, _ = train.parse_train_args(
-        train.ScriptArguments, ["--model_name_or_path", str(tokenizer_dir), *flags, *extra], train.LESSON_DIR, 1e-3
-    )
-    with torch.device("meta"):
-        return train.add_method(AutoModelForCausalLM.from_config(BloomConfig(**REAL_CONFIG)), args, None)
 
 
 def saved_numbers(variant: str, model) -> int:
@@ -38,7 +28,7 @@ def saved_numbers(variant: str, model) -> int:
 
 @pytest.mark.parametrize(("variant", "expected"), [("ptuning_mlp", 5_267_456), ("ptuning_lstm", 58_777_600)])
 def test_p_tuning_with_a_1024_encoder(variant, expected, tiny_model_dir):
-    trainable = count_parameters(build(variant, tiny_model_dir, ["--encoder_hidden_size", "1024"]))[0]
+    trainable = count_parameters(real_architecture_model(variant, tiny_model_dir, ["--encoder_hidden_size", "1024"]))[0]
     assert trainable == expected
     assert f"{expected:,d}" in readme("03")
 
@@ -53,12 +43,12 @@ def test_embedding_copy_of_modules_to_save(tiny_model_dir):
 
 @pytest.mark.parametrize(("r", "expected"), [(4, 786_432), (16, 3_145_728)])
 def test_lora_rank_counts(r, expected, tiny_model_dir):
-    assert count_parameters(build("lora_qkv", tiny_model_dir, ["--lora_r", str(r)]))[0] == expected
+    assert count_parameters(real_architecture_model("lora_qkv", tiny_model_dir, ["--lora_r", str(r)]))[0] == expected
     assert f"{expected:,d}" in readme("05")
 
 
 def test_regex_hits_eleven_layers(tiny_model_dir):
-    model = build("lora_regex_emb", tiny_model_dir)
+    model = real_architecture_model("lora_regex_emb", tiny_model_dir)
     hit = sorted(int(n.split(".h.")[1].split(".")[0]) for n, m in model.named_modules()
                  if n.endswith("query_key_value") and hasattr(m, "lora_A"))  # fmt: skip
     assert hit == [1, *range(10, 20)]
@@ -67,6 +57,6 @@ def test_regex_hits_eleven_layers(tiny_model_dir):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_saved_artifact_sizes_in_readme(variant, tiny_model_dir):
     """The top README's size table: numbers saved x 4 bytes (fp32), as each lesson's save writes them."""
-    numbers = saved_numbers(variant, build(variant, tiny_model_dir))
+    numbers = saved_numbers(variant, real_architecture_model(variant, tiny_model_dir))
     label = next(line for line in readme().splitlines() if line.startswith(f"| `{variant}` |"))
     assert f"| {numbers:,d} | {numbers * 4:,d} |" in label, label
