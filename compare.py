@@ -3,6 +3,10 @@
     python compare.py                     # trainable-parameter table from the config alone (meta device)
     python compare.py --train --dataset data/alpaca_sample_zh.json --max_steps 100
                                           # train every variant, then write report.md / report.json / plots
+    python compare.py --train --model_name_or_path models/mini-bloom-zh --dataset data/world/qa_train.jsonl \
+        --eval_dataset data/world/qa_test.jsonl --held_out_text data/world/bios_held_out.jsonl \
+        --lr_factors 0.3 1 3 10 --max_steps 300 --output_dir docs/mini_world_report
+                                          # the mini world: answers scored on held-out people, a rate sweep
 
 Unknown flags are passed on to every train.py (e.g. --bf16, --per_device_train_batch_size 4).
 """
@@ -107,9 +111,11 @@ def split_data(dataset: str, eval_ratio: float, seed: int, out_dir: Path) -> tup
     return train_file, eval_file
 
 
-def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_dir, passthrough) -> dict:
+def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_dir, passthrough, lr=None) -> dict:
     """Run the lesson's train.py in its own process (so peak memory is its own) and collect its figures."""
     folder, label, flags = VARIANTS[variant]
+    if lr is not None:
+        flags = [*flags, "--learning_rate", str(lr)]
     logging_steps = max(1, cmd_args.max_steps // 20)
     cmd = [sys.executable, str(ROOT / folder / "train.py"), "--model_name_or_path", cmd_args.model_name_or_path,
            "--dataset", str(train_file), "--eval_dataset", str(eval_file), "--output_dir", str(run_dir),
@@ -138,7 +144,8 @@ def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_di
     adapter = run_dir / "adapter"
     gpu = "peak_gpu_memory_mb" in metrics
     return dict(
-        variant=variant, label=label, lesson=folder, trainable_params=counts[0], all_params=counts[1],
+        variant=variant, label=label, lesson=folder, learning_rate=lr, trainable_params=counts[0],
+        all_params=counts[1],
         trainable_percent=round(100 * counts[0] / counts[1], 4),
         adapter_size_bytes=sum(p.stat().st_size for p in adapter.iterdir() if p.suffix == ".safetensors"),
         peak_memory_mb=metrics["peak_gpu_memory_mb"] if gpu else metrics["peak_rss_mb"],
@@ -245,12 +252,150 @@ def write_report(rows: list[dict], out_dir: Path, cmd_args, question: str) -> No
     (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
+# ---------------------------------------------------------------- answers on held-out questions
+
+
+def score_model(model, tokenizer, questions: list[dict], held_out_text: list[str] | None) -> dict:
+    """Greedy answers to every held-out question, scored; plus the LM loss on held-out text (for forgetting)."""
+    from common.metrics import lm_loss, score_answers
+    from mini_world.evaluate import answer_all
+
+    answers = answer_all(model, tokenizer, questions, batch_size=64)
+    scores = score_answers(answers, [q["output"] for q in questions])
+    if held_out_text:
+        scores["lm_loss"] = lm_loss(model, tokenizer, held_out_text)
+    return {**scores, "answers": answers}
+
+
+def score_base(model_name_or_path: str, questions: list[dict], held_out_text: list[str] | None) -> dict:
+    from common.training import load_base_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_name_or_path)
+    return score_model(load_base_model(model_name_or_path).eval(), tokenizer, questions, held_out_text)
+
+
+def score_variant(row: dict, run_dir: Path, questions: list[dict], held_out_text: list[str] | None) -> dict:
+    model, tokenizer = lesson_module(row["lesson"], "infer").load_for_inference(str(run_dir))
+    return score_model(model.eval(), tokenizer, questions, held_out_text)
+
+
+def best_runs(rows: list[dict]) -> list[dict]:
+    """Each variant's run with the highest exact match (ties: the lower learning rate), best variant first."""
+    best = {}
+    for r in rows:
+        key = (r["exact_match"], -r["learning_rate"])
+        if r["variant"] not in best or key > (best[r["variant"]]["exact_match"], -best[r["variant"]]["learning_rate"]):
+            best[r["variant"]] = r
+    return sorted(best.values(), key=lambda r: -r["exact_match"])
+
+
+def plot_answers(rows: list[dict], base: dict, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = best_runs(rows)
+    names = []
+    axes = (("trainable_params", "trainable parameters (log)", "em_vs_params.png"),
+            ("wall_time_s", "wall time of the training process, s (log)", "em_vs_time.png"))  # fmt: skip
+    for key, xlabel, name in axes:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for r in best:
+            ax.scatter(r[key], 100 * r["exact_match"])
+            ax.annotate(r["variant"], (r[key], 100 * r["exact_match"]), fontsize=8)
+        ax.axhline(100 * base["exact_match"], color="gray", linestyle="--", label="base model")
+        ax.set(xscale="log", xlabel=xlabel, ylabel="held-out exact match, %",
+               title="Best learning rate per variant")  # fmt: skip
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        names.append(name)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        runs = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["learning_rate"])
+        ax.plot([r["learning_rate"] for r in runs], [100 * r["exact_match"] for r in runs], marker="o", label=variant)
+    ax.set(xscale="log", xlabel="learning rate (log)", ylabel="held-out exact match, %", title="Learning-rate sweep")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "lr_sweep.png", dpi=100)
+    names.append("lr_sweep.png")
+    plt.close("all")
+    return names
+
+
+def write_answer_report(rows: list[dict], base: dict, out_dir: Path, cmd_args, passthrough: list[str]) -> None:
+    import torch
+
+    (out_dir / "report.json").write_text(
+        json.dumps({"model": cmd_args.model_name_or_path, "dataset": cmd_args.dataset,
+                    "eval_dataset": cmd_args.eval_dataset, "held_out_text": cmd_args.held_out_text,
+                    "max_steps": cmd_args.max_steps, "lr_factors": cmd_args.lr_factors, "extra_flags": passthrough,
+                    "torch_threads": torch.get_num_threads(),
+                    # answers are left out: rerun the command to see them (they would make the file ~1 MB)
+                    "base": {k: v for k, v in base.items() if k != "answers"},
+                    "runs": [{k: v for k, v in r.items() if k != "answers"} for r in rows]},
+                   ensure_ascii=False, indent=1) + "\n", encoding="utf-8")  # fmt: skip
+    plots = plot_answers(rows, base, out_dir)
+    forgetting = cmd_args.held_out_text is not None
+
+    def f(r):
+        return f" {r['lm_loss'] - base['lm_loss']:+.3f} |" if forgetting else ""
+
+    lines = [
+        "# PEFT methods compared on the mini world",
+        "",
+        f"Base model `{cmd_args.model_name_or_path}`; training data `{cmd_args.dataset}`; held-out questions "
+        f"`{cmd_args.eval_dataset}` ({len(base['answers'])} questions). {cmd_args.max_steps} optimizer steps per run, "
+        f"each lesson's default learning rate times {', '.join(map(str, cmd_args.lr_factors))}"
+        + (f", extra flags `{' '.join(passthrough)}`" if passthrough else "") + ". "
+        "Greedy answers; exact match after stripping; ROUGE-L and BLEU-4 on characters. "
+        + ("Forgetting: the adapter's LM loss on held-out biographies minus the base model's "
+           f"({base['lm_loss']:.3f}). " if forgetting else "")
+        + f"Times from one CPU run with {torch.get_num_threads()} torch threads.",
+        "",
+        f"Base model without training: exact match {base['exact_match']:.1%}, ROUGE-L {base['rouge_l']:.1%}.",
+        "",
+        "## Best learning rate per variant",
+        "",
+        "The rate is picked on the same held-out questions it is scored on (no separate validation split), so the "
+        "best figure is slightly optimistic; the full sweep below shows how much it depends on the rate.",
+        "",
+        "| variant | learning rate | exact match | ROUGE-L | BLEU-4 |" + (" forgetting |" if forgetting else "")
+        + " trainable params | saved | peak MB | train s |",
+        "|---|---:|---:|---:|---:|" + ("---:|" if forgetting else "") + "---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in best_runs(rows):
+        lines.append(f"| {r['label']} | {r['learning_rate']:.3g} | {r['exact_match']:.1%} | {r['rouge_l']:.1%} | "
+                     f"{r['bleu4']:.1%} |{f(r)} {r['trainable_params']:,d} | {human_size(r['adapter_size_bytes'])} | "
+                     f"{r['peak_memory_mb']:.0f} | {r['wall_time_s']:.0f} |")  # fmt: skip
+    lines += ["", "## Every run", "",
+              "| variant | learning rate | exact match | ROUGE-L |" + (" forgetting |" if forgetting else "")
+              + " eval loss | final train loss |",
+              "|---|---:|---:|---:|" + ("---:|" if forgetting else "") + "---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['learning_rate']:.3g} | {r['exact_match']:.1%} | {r['rouge_l']:.1%} |"
+                     f"{f(r)} {r['eval_loss']:.3f} | {r['final_train_loss']:.3f} |")  # fmt: skip
+    lines += [""] + [f"![{name}]({name})" for name in plots] + [""]
+    (out_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", default="Langboat/bloom-1b4-zh", help="hub id or local folder")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--train", action="store_true", help="train every variant and write a measured report")
     parser.add_argument("--dataset", default="shibing624/alpaca-zh", help="data for --train (any lesson format)")
+    parser.add_argument(
+        "--eval_dataset",
+        help="held-out questions with reference answers: every trained variant answers them greedily and is "
+        "scored (exact match, ROUGE-L, BLEU-4); without it a share of --dataset is held out for eval loss only",
+    )
+    parser.add_argument("--held_out_text", help="JSON lines with a 'text' field: LM loss on it measures forgetting")
+    parser.add_argument(
+        "--lr_factors", nargs="+", type=float, default=[1.0],
+        help="train each variant at its lesson's default learning rate times each factor (a sweep)",
+    )  # fmt: skip
     parser.add_argument("--max_steps", type=int, default=100, help="optimizer steps per variant with --train")
     parser.add_argument("--eval_ratio", type=float, default=0.05, help="share of rows held out for eval loss")
     parser.add_argument("--question", default=QUESTION, help="asked greedily of every trained variant")
@@ -262,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(
             f"unrecognized arguments: {' '.join(passthrough)} (only with --train are extra flags passed on to train.py)"
         )
+    if any(f <= 0 for f in args.lr_factors):
+        raise UserError("--lr_factors must be positive")
 
     if not args.train:
         print(count_table(count_parameters(args.model_name_or_path, args.variants)))
@@ -270,16 +417,37 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output_dir {out_dir} is a file")
-    train_file, eval_file = split_data(args.dataset, args.eval_ratio, args.seed, out_dir / "data")
+    if args.eval_dataset:
+        from mini_world.generate import read_jsonl
+
+        for path in filter(None, (args.eval_dataset, args.held_out_text)):
+            if not Path(path).is_file():
+                raise UserError(f"{path}: no such file")
+        train_file, eval_file = Path(args.dataset), Path(args.eval_dataset)
+        questions = read_jsonl(eval_file)
+        held_out = [r["text"] for r in read_jsonl(Path(args.held_out_text))] if args.held_out_text else None
+        base = score_base(args.model_name_or_path, questions, held_out)
+        print(f"base model: exact match {base['exact_match']:.1%}", file=sys.stderr, flush=True)
+    else:
+        train_file, eval_file = split_data(args.dataset, args.eval_ratio, args.seed, out_dir / "data")
+    jobs = [(v, f) for v in args.variants for f in args.lr_factors]
     rows, started = [], time.time()
-    for i, variant in enumerate(args.variants, 1):
-        print(f"[{i}/{len(args.variants)} {variant}] training ({time.time() - started:.0f}s elapsed)",
-              file=sys.stderr, flush=True)  # fmt: skip
-        run_dir = out_dir / "runs" / variant
-        row = train_variant(variant, i, len(args.variants), args, train_file, eval_file, run_dir, passthrough)
-        row["answer"] = answer(row, run_dir, args.question, args.max_new_tokens)
+    for i, (variant, factor) in enumerate(jobs, 1):
+        lr = lesson_module(VARIANTS[variant][0], "train").LEARNING_RATE * factor if args.eval_dataset else None
+        tag = f"{variant}-lr{lr:.3g}" if lr is not None else variant
+        print(f"[{i}/{len(jobs)} {tag}] training ({time.time() - started:.0f}s elapsed)", file=sys.stderr, flush=True)
+        run_dir = out_dir / "runs" / tag
+        row = train_variant(variant, i, len(jobs), args, train_file, eval_file, run_dir, passthrough, lr)
+        if args.eval_dataset:
+            row.update(score_variant(row, run_dir, questions, held_out))
+            print(f"[{i}/{len(jobs)} {tag}] exact match {row['exact_match']:.1%}", file=sys.stderr, flush=True)
+        else:
+            row["answer"] = answer(row, run_dir, args.question, args.max_new_tokens)
         rows.append(row)
-    write_report(rows, out_dir, args, args.question)
+    if args.eval_dataset:
+        write_answer_report(rows, base, out_dir, args, passthrough)
+    else:
+        write_report(rows, out_dir, args, args.question)
     print(f"report written to {out_dir / 'report.md'} ({time.time() - started:.0f}s)", file=sys.stderr)
 
 

@@ -1,0 +1,114 @@
+"""Score a trained adapter on the mini world's held-out people: base model vs adapter, side by side.
+
+    python -m mini_world.evaluate --adapter 05-chatbot_lora/output
+
+The adapter answers through its own lesson's infer.py (`load_for_inference`, then the same batched greedy
+`generate_answers` as `infer.py --input_file`); the bare base model answers the same prompts. The questions are
+about people whose biographies the base model read in pretraining but who never appeared in a question during
+fine-tuning, so a correct answer means fine-tuning unlocked knowledge that pretraining stored.
+"""
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from common.errors import UserError, run_cli  # noqa: E402
+
+from .generate import WORLD_DIR, read_jsonl  # noqa: E402
+
+GREEDY_TOKENS = 16  # the longest answer (a date) is 11 tokens
+
+
+def lesson_infer(folder: Path):
+    """The infer.py module of the lesson that saved `folder`."""
+    from common.chat import LESSON_OF_METHOD, artifact_method
+
+    method = artifact_method(folder)
+    if method not in LESSON_OF_METHOD:
+        raise UserError(f"no trained adapter in {folder}; train one with a lesson's train.py first")
+    path = ROOT / LESSON_OF_METHOD[method] / "infer.py"
+    spec = importlib.util.spec_from_file_location(f"infer_{method.lower()}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, LESSON_OF_METHOD[method]
+
+
+def answer_all(model, tokenizer, rows: list[dict], batch_size: int) -> list[str]:
+    from common.chat import generate_answers
+    from common.prompt import user_message
+
+    gen = {"max_new_tokens": GREEDY_TOKENS, "do_sample": False,
+           "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    questions = [user_message(r["instruction"], r.get("input", "")) for r in rows]
+    answers = []
+    for start in range(0, len(questions), batch_size):
+        answers += generate_answers(model, tokenizer, questions[start : start + batch_size], gen)
+    return answers
+
+
+def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int = 64) -> dict:
+    from common.chat import artifact_base, resolve_adapter
+    from common.metrics import lm_loss, score_answers
+    from common.training import load_base_model
+
+    folder = Path(adapter)
+    folder = folder / "adapter" if (folder / "adapter").is_dir() else folder
+    infer, lesson = lesson_infer(folder)
+    folder = resolve_adapter(str(folder), ROOT / lesson, infer.METHOD)
+    rows = read_jsonl(Path(questions))
+    bios = [r["text"] for r in read_jsonl(Path(held_out_bios))]
+    references = [r["output"] for r in rows]
+    model, tokenizer = infer.load_for_inference(str(folder))
+    base = load_base_model(artifact_base(folder)).eval()
+    result = {"lesson": lesson, "adapter": str(folder), "questions": len(rows),
+              "people": len({r.get("name", r["instruction"]) for r in rows})}  # fmt: skip
+    for side, m in (("base", base), ("trained", model.eval())):
+        answers = answer_all(m, tokenizer, rows, batch_size)
+        result[side] = {**score_answers(answers, references), "lm_loss": lm_loss(m, tokenizer, bios)}
+        result[side + "_answers"] = answers
+    result["forgetting"] = result["trained"]["lm_loss"] - result["base"]["lm_loss"]
+    return result
+
+
+def report(result: dict, rows: list[dict], examples: int) -> str:
+    lines = [
+        f"{result['questions']} questions about {result['people']} people never seen in question form",
+        f"{'':10}{'exact match':>12}{'ROUGE-L':>9}{'BLEU-4':>8}{'LM loss':>9}",
+    ]
+    for side in ("base", "trained"):
+        s = result[side]
+        lines.append(f"{side:10}{s['exact_match']:>12.1%}{s['rouge_l']:>9.1%}{s['bleu4']:>8.1%}{s['lm_loss']:>9.3f}")
+    lines.append(f"forgetting (LM loss on held-out biographies, trained - base): {result['forgetting']:+.3f}")
+    step = max(1, len(rows) // max(1, examples))
+    for i in [k * step + k for k in range(examples) if k * step + k < len(rows)]:  # k: vary the attribute
+        lines.append(f"Q: {rows[i]['instruction']}  expected: {rows[i]['output']}")
+        lines.append(f"   base: {result['base_answers'][i]!r}  trained: {result['trained_answers'][i]!r}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", required=True, help="a lesson's output folder or its adapter/ folder")
+    parser.add_argument("--questions", default=str(WORLD_DIR / "qa_test.jsonl"))
+    parser.add_argument("--held_out_bios", default=str(WORLD_DIR / "bios_held_out.jsonl"))
+    parser.add_argument("--examples", type=int, default=4, help="questions to show with both answers")
+    parser.add_argument("--json", help="also write the full result (all answers) to this file")
+    args = parser.parse_args(argv)
+    for path in (args.questions, args.held_out_bios):
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file (python -m mini_world.generate writes the world)")
+    result = evaluate(args.adapter, args.questions, args.held_out_bios)
+    print(report(result, read_jsonl(Path(args.questions)), args.examples))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(main)
