@@ -162,16 +162,17 @@ def pretrain(args) -> dict:
         "log": log,
     }  # fmt: skip
     (out / "pretrain_log.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-    (out / "README.md").write_text(model_card(summary, args), encoding="utf-8")
+    (out / "README.md").write_text(model_card(summary), encoding="utf-8")
     print(json.dumps({k: v for k, v in summary.items() if k != "log"}, ensure_ascii=False), flush=True)
     return summary
 
 
-def model_card(summary: dict, args) -> str:
+def model_card(summary: dict) -> str:
     """The model card: how the model was made and what it knows, from this run's own figures."""
     cfg = summary["config"]
     defaults = vars(build_parser().parse_args([]))
-    flags = " ".join(f"--{k} {v}" for k, v in cfg.items() if v != defaults[k])
+    flags = "".join(f" --{k} {v}" for k, v in cfg.items() if v != defaults[k])
+    threads = f"OMP_NUM_THREADS={summary['threads']} " if summary["threads"] == 1 else ""
     world_flags = " ".join(f"--{k} {v}" for k, v in summary["world"].items())
     by_key = ", ".join(f"{k} {v:.1%}" for k, v in summary["probe_by_attribute"].items())
     return f"""# mini-bloom-zh
@@ -185,7 +186,7 @@ def model_card(summary: dict, args) -> str:
 
 ```bash
 python -m mini_world.generate {world_flags}
-python -m mini_world.pretrain {flags}
+{threads}python -m mini_world.pretrain{flags}
 ```
 
 - 数据：`data/world/bios.jsonl`（{summary["tokens_per_epoch"]:,} 个 token 一轮）。
