@@ -112,16 +112,34 @@ def split_data(dataset: str, eval_ratio: float, seed: int, out_dir: Path) -> tup
     return train_file, eval_file
 
 
-def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_dir, passthrough, lr=None) -> dict:
-    """Run the lesson's train.py in its own process (so peak memory is its own) and collect its figures."""
-    folder, label, flags = VARIANTS[variant]
+RUN_RECORD = "compare_run.json"  # in each run folder: the command and its figures, so a rerun can skip it
+
+
+def train_command(variant, cmd_args, train_file, eval_file, run_dir, passthrough, lr=None) -> list[str]:
+    folder, _, flags = VARIANTS[variant]
     if lr is not None:
         flags = [*flags, "--learning_rate", str(lr)]
+    return [sys.executable, str(ROOT / folder / "train.py"), "--model_name_or_path", cmd_args.model_name_or_path,
+            "--dataset", str(train_file), "--eval_dataset", str(eval_file), "--output_dir", str(run_dir),
+            "--max_steps", str(cmd_args.max_steps), "--logging_steps", str(max(1, cmd_args.max_steps // 20)),
+            "--save_strategy", "no", "--disable_tqdm", "true", "--seed", str(cmd_args.seed), *flags,
+            *passthrough]  # fmt: skip
+
+
+def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_dir, passthrough, lr=None) -> dict:
+    """Run the lesson's train.py in its own process (so peak memory is its own) and collect its figures.
+
+    A run folder whose record holds the same command is reused: an interrupted or extended sweep trains only
+    what is missing."""
+    folder, label, _ = VARIANTS[variant]
+    cmd = train_command(variant, cmd_args, train_file, eval_file, run_dir, passthrough, lr)
     logging_steps = max(1, cmd_args.max_steps // 20)
-    cmd = [sys.executable, str(ROOT / folder / "train.py"), "--model_name_or_path", cmd_args.model_name_or_path,
-           "--dataset", str(train_file), "--eval_dataset", str(eval_file), "--output_dir", str(run_dir),
-           "--max_steps", str(cmd_args.max_steps), "--logging_steps", str(logging_steps), "--save_strategy", "no",
-           "--disable_tqdm", "true", "--seed", str(cmd_args.seed), *flags, *passthrough]  # fmt: skip
+    record = run_dir / RUN_RECORD
+    if record.is_file() and (run_dir / "adapter").is_dir():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved["command"] == cmd[1:]:
+            print(f"[{index}/{total} {variant}] reusing the finished run in {run_dir}", file=sys.stderr, flush=True)
+            return saved["figures"]
     start = time.time()
     counts, tail, logged = None, [], 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # live progress
@@ -146,7 +164,7 @@ def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_di
     curve = [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]
     adapter = run_dir / "adapter"
     gpu = "peak_gpu_memory_mb" in metrics
-    return dict(
+    figures = dict(
         variant=variant, label=label, lesson=folder, learning_rate=lr, trainable_params=counts[0],
         all_params=counts[1],
         trainable_percent=round(100 * counts[0] / counts[1], 4),
@@ -158,6 +176,8 @@ def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_di
         wall_time_s=round(wall, 1), final_train_loss=curve[-1][1] if curve else metrics["train_loss"],
         eval_loss=metrics["eval_loss"], eval_perplexity=metrics["eval_perplexity"], loss_curve=curve,
     )  # fmt: skip
+    record.write_text(json.dumps({"command": cmd[1:], "figures": figures}, ensure_ascii=False), encoding="utf-8")
+    return figures
 
 
 def answer(row: dict, run_dir: Path, question: str, max_new_tokens: int) -> str:
@@ -445,8 +465,8 @@ def main(argv: list[str] | None = None) -> None:
     def run(job):
         i, (variant, lr) = job
         tag = f"{variant}-lr{lr:.3g}" if len(args.lr_factors) > 1 else variant
-        print(f"[{i}/{len(jobs)} {tag}] training ({time.time() - started:.0f}s elapsed)", file=sys.stderr, flush=True)
         run_dir = out_dir / "runs" / tag
+        print(f"[{i}/{len(jobs)} {tag}] starting ({time.time() - started:.0f}s elapsed)", file=sys.stderr, flush=True)
         return run_dir, train_variant(variant, i, len(jobs), args, train_file, eval_file, run_dir, passthrough, lr)
 
     if args.jobs < 1:
