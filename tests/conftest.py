@@ -58,8 +58,9 @@ def real_architecture_dir(tmp_path_factory, tiny_model_dir):
     The real tokenizer splits the hard-prompt text "下面是一段人与机器人的对话。" into 7 tokens; the stand-in is
     the tiny tokenizer with those 7 pieces added as whole tokens, so the text-init row can be checked offline.
     """
-    from helpers import REAL_CONFIG
     from transformers import AutoTokenizer, BloomConfig
+
+    from common.models import REAL_CONFIG
 
     folder = tmp_path_factory.mktemp("real") / "bloom-1b4-zh-config"
     BloomConfig(**REAL_CONFIG).save_pretrained(folder)

@@ -10,7 +10,9 @@ import re
 import shlex
 
 import pytest
-from helpers import LESSONS, ROOT, lesson_module
+from helpers import ROOT, lesson_module
+
+from common.lessons import LESSONS
 
 DEMO_ROWS = json.loads((ROOT / "data" / "demo_zh.json").read_text(encoding="utf-8"))
 QUESTIONS = (ROOT / "data" / "demo_questions.txt").read_text(encoding="utf-8").splitlines()
@@ -59,7 +61,7 @@ def with_paths(args: list[str], tiny_model_dir, out_dir) -> list[str]:
 @pytest.fixture(scope="session")
 def demo_run(tiny_model_dir, tmp_path_factory):
     """lesson -> (trainer, greedy answers to the demo questions), each demo trained once, in-process."""
-    from common.chat import generate_answers
+    from common.generation import generate_answers
 
     cache = {}
 

@@ -10,15 +10,15 @@ import sys
 
 import pytest
 import torch
-from helpers import LESSONS, REAL_CONFIG, ROOT, VARIANTS, lesson_module
-from test_counts import EXPECTED
+from helpers import COURSE_COUNTS, REAL_CONFIG, ROOT, VARIANTS, lesson_module
 from torch import nn
 from transformers import AutoModelForCausalLM, BloomConfig
 
-from common.check_by_hand import TOLERANCE, build, check, left_padded_batch, parse_args, trainable
+from common.check_by_hand import TOLERANCE, build, check, left_padded_batch, parse_args, trainable_by_plain_name
 from common.errors import UserError
-from common.params import count_parameters
-from common.training import load_base_model, load_tokenizer
+from common.lessons import LESSONS
+from common.models import load_base_model, load_tokenizer
+from common.trainable import count_parameters
 
 MARKERS = ("<!-- from-scratch:start -->", "<!-- from-scratch:end -->")
 
@@ -68,7 +68,7 @@ def test_loss_and_gradients_match(variant, checked):
         loss.backward()
         losses.append(loss.item())
     assert abs(losses[0] - losses[1]) <= TOLERANCE
-    hand, reference = trainable(result.hand), trainable(result.reference)
+    hand, reference = trainable_by_plain_name(result.hand), trainable_by_plain_name(result.reference)
     assert hand.keys() == reference.keys()
     for name, p in hand.items():
         assert p.grad is not None and p.grad.abs().max() > 0, name
@@ -109,14 +109,14 @@ def test_lora_merge_by_hand_equals_merge_and_unload(variant, tiny_model_dir):
     assert (by_hand - unmerged).abs().max().item() <= TOLERANCE
 
 
-@pytest.mark.parametrize("variant", list(EXPECTED))
+@pytest.mark.parametrize("variant", list(COURSE_COUNTS))
 def test_hand_made_counts_reproduce_the_course_table(variant, real_architecture_dir):
     """Real bloom-1b4-zh architecture on the meta device: the hand-made modules alone give every row."""
     args = variant_args(variant, real_architecture_dir)
     tokenizer = load_tokenizer(str(real_architecture_dir))
     with torch.device("meta"):
         model = scratch(variant).by_hand(AutoModelForCausalLM.from_config(BloomConfig(**REAL_CONFIG)), args, tokenizer)
-    assert count_parameters(model) == EXPECTED[variant]
+    assert count_parameters(model) == COURSE_COUNTS[variant]
 
 
 def _broken_mask(mask, n):  # the virtual tokens get mask 0: the model never looks at them

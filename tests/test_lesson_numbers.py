@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import LESSONS, REAL_CONFIG, ROOT, VARIANTS
-from test_counts import real_architecture_model
+from helpers import REAL_CONFIG, ROOT, VARIANTS, real_architecture_model
 from transformers import AutoModelForCausalLM, BloomConfig
 
-from common.params import count_parameters
+from common.lessons import LESSONS
+from common.trainable import count_parameters
 
 
 def readme(lesson: str | None = None) -> str:

@@ -8,19 +8,22 @@ import sys
 
 import pytest
 import torch
-from helpers import LESSONS, PROBE, ROOT, TRAIN_FLAGS, VARIANTS, greedy_reference, lesson_module, probe_logits
+from helpers import (
+    PROBE,
+    ROOT,
+    TRAIN_FLAGS,
+    VARIANTS,
+    greedy_reference,
+    initial_model,
+    lesson_module,
+    probe_logits,
+)
 from safetensors.torch import load_file
+
+from common.lessons import LESSONS
 
 MAX_NEW = 12
 PROMPTS = [PROBE[0], "你好", PROBE[1]]  # different lengths, so a batch is left-padded
-
-
-def initial_model(t):
-    """The model exactly as the run built it before training (same seed, same method init)."""
-    train = lesson_module(t.lesson, "train")
-    args, _ = train.parse_train_args(train.ScriptArguments, t.argv, train.LESSON_DIR, train.LEARNING_RATE)
-    tokenizer = train.load_tokenizer(args.model_name_or_path)
-    return train.add_method(train.load_base_model(args.model_name_or_path), args, tokenizer)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -33,7 +36,7 @@ def test_loss_falls_under_default_learning_rate(variant, trained):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_only_trainable_tensors_change(variant, trained):
     t = trained(variant)
-    before = dict(initial_model(t).named_parameters())
+    before = dict(initial_model(t.lesson, t.argv).named_parameters())
     after = dict(t.trainer.model.named_parameters())
     assert before.keys() == after.keys()
     trainable = [n for n, p in after.items() if p.requires_grad]
@@ -152,8 +155,8 @@ def test_lessons_differ_only_in_the_method():
 def test_known_bad_transformers_release_is_refused_for_prompt_learning(trained, monkeypatch):
     import transformers
 
-    from common.chat import generate_answers
     from common.errors import UserError
+    from common.generation import generate_answers
 
     model, tokenizer = lesson_module("04", "infer").load_for_inference(str(trained("prefix").out_dir))
     monkeypatch.setattr(transformers, "__version__", "5.24.0")

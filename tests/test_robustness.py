@@ -10,22 +10,11 @@ import time
 
 import pytest
 import torch
-from helpers import LESSONS, ROOT, TRAIN_FLAGS, VARIANTS, lesson_module
+from helpers import ROOT, TRAIN_FLAGS, VARIANTS, fails_cleanly, lesson_module
 from safetensors.torch import load_file
 
-from common.errors import run_cli
-from common.training import trainable_state
-
-
-def fails_cleanly(capsys, lesson, script, argv, match):
-    """The script exits with status 2 and one `error:` line naming the problem; no traceback."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        run_cli(lesson_module(lesson, script).main, argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert info.value.code == 2
-    assert err[-1].startswith("error: ") and match in err[-1], err
-    assert not any("Traceback" in line for line in err)
+from common.lessons import LESSONS
+from common.trainable import trainable_state
 
 
 @pytest.fixture
@@ -235,7 +224,9 @@ def test_same_seed_same_loss_curve(variant, tiny_model_dir, overfit_file, tmp_pa
 
 
 def test_resume_true_skips_a_checkpoint_killed_while_saving(tmp_path):
-    from common.training import TRAINABLE_STATE, _resolve_resume
+    from types import SimpleNamespace
+
+    from common.trainer import TRAINABLE_STATE, resume_checkpoint
 
     for step, state in [(5, "{}"), (10, ""), (15, None)]:  # 10: half-written state, 15: no state yet
         folder = tmp_path / f"checkpoint-{step}"
@@ -243,4 +234,5 @@ def test_resume_true_skips_a_checkpoint_killed_while_saving(tmp_path):
         (folder / TRAINABLE_STATE).write_bytes(b"x")
         if state is not None:
             (folder / "trainer_state.json").write_text(state)
-    assert _resolve_resume("true", tmp_path) == str(tmp_path / "checkpoint-5")
+    args = SimpleNamespace(resume_from_checkpoint="true", output_dir=str(tmp_path))
+    assert resume_checkpoint(args) == str(tmp_path / "checkpoint-5")
