@@ -53,7 +53,7 @@ def add_method(model, args: ScriptArguments, tokenizer):
 
 
 def save_method(model, tokenizer, folder: Path) -> None:
-    # only the trained tensors (about 2 MB for bloom-1b4-zh), plus which base they belong to
+    # only the trainable tensors (about 2 MB for bloom-1b4-zh), plus which base they belong to
     biases = trainable_state(model)  # every trainable tensor: the biases
     save_file(biases, folder / BITFIT_BIASES)
     info = {"method": "bitfit", "base_model_name_or_path": model.config._name_or_path, "tensors": len(biases)}

@@ -41,11 +41,13 @@ class ScriptArguments(BaseScriptArguments):
     )
 
     def check(self, training_args) -> None:
-        if training_args.gradient_checkpointing:
+        # transformers 5.x mirrors the deprecated --gradient_checkpointing into activation_checkpointing
+        if training_args.activation_checkpointing:
             raise UserError(
-                "prefix tuning cannot be combined with --gradient_checkpointing (peft passes the prefixes as a cache "
-                "object that every layer appends to in place, and checkpointing recomputes layers without it); "
-                "drop the flag or lower the batch size instead"
+                "prefix tuning cannot be combined with --activation_checkpointing (or --gradient_checkpointing): "
+                "with it, every BLOOM layer runs in training without past_key_values (transformers' "
+                "GradientCheckpointingLayer), so the prefixes never reach attention; drop the flag or lower the "
+                "batch size instead"
             )
 
 

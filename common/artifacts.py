@@ -37,7 +37,7 @@ def save_final(trainer: Trainer, write: Callable[[Path], None]) -> Path | None:
     """Write the finished artifact atomically: into a temporary folder beside it, then rename.
 
     A crash mid-save leaves the previous artifact (or none), never a half-written one. Only rank 0 writes it.
-    Under ZeRO-3 every rank first gathers the trained tensors, and every rank runs `write`: saving a prompt
+    Under ZeRO-3 every rank first gathers the trainable tensors, and every rank runs `write`: saving a prompt
     encoder's output runs the encoder, and each step of a partitioned module is a collective one. The other
     ranks write into a scratch folder that is deleted at once.
     """

@@ -18,6 +18,7 @@ from transformers import HfArgumentParser, PreTrainedTokenizerBase
 from .lessons import lesson_module
 from .models import load_base_model, load_tokenizer
 from .prompt import build_prompt
+from .train_args import BaseScriptArguments
 from .trainable import count_parameters
 
 TOLERANCE = 1e-5
@@ -42,7 +43,7 @@ class Check:
         return self.hand_count == self.reference_count and self.max_diff <= TOLERANCE
 
 
-def parse_args(lesson_dir: Path, argv: list[str] | None, description: str | None = None):
+def parse_args(lesson_dir: Path, argv: list[str] | None, description: str | None = None) -> BaseScriptArguments:
     """The lesson's own ScriptArguments, so every flag means what it means for train.py.
 
     The data flags are accepted (a train.py command line can be pasted) but left out of --help: nothing is trained.
@@ -79,7 +80,7 @@ def trainable_by_plain_name(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def build(
-    lesson_dir: Path, by_hand: ByHand, copy_values: CopyValues, args, seed: int = 0
+    lesson_dir: Path, by_hand: ByHand, copy_values: CopyValues, args: BaseScriptArguments, seed: int = 0
 ) -> tuple[nn.Module, nn.Module, PreTrainedTokenizerBase]:
     """(hand-made model, train.py's model, tokenizer), holding the same values, both in eval mode."""
     train = lesson_module(lesson_dir.name, "train")
@@ -92,7 +93,7 @@ def build(
     return hand.eval(), reference.eval(), tokenizer
 
 
-def check(lesson_dir: Path, by_hand: ByHand, copy_values: CopyValues, args) -> Check:
+def check(lesson_dir: Path, by_hand: ByHand, copy_values: CopyValues, args: BaseScriptArguments) -> Check:
     """Both models built with the same values; their counts and their logits on a left-padded batch."""
     hand, reference, tokenizer = build(lesson_dir, by_hand, copy_values, args)
     batch = left_padded_batch(tokenizer)

@@ -35,7 +35,7 @@ def has_accelerator() -> bool:
 
 def process_defaults() -> dict[str, bool]:
     """`TrainingArguments` defaults for several processes; whatever the user passes wins."""
-    # peft and BitFit models use every trained tensor in every step (measured for all 10 variants), so DDP
+    # peft and BitFit models use every trainable tensor in every step (measured for all 10 variants), so DDP
     # need not search the graph for unused ones after each backward, as the Trainer's default would
     defaults = {"ddp_find_unused_parameters": False}
     if world_size() > 1 and not has_accelerator():

@@ -4,9 +4,18 @@ import os
 import pytest
 from helpers import ROOT, TRAIN_FLAGS, VARIANTS, lesson_module
 
+from common.quiet import silence_library_noise
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def library_noise_silenced():
+    """The filters every script installs when it imports `common`; pytest resets the warning filters around
+    each test (and around the import of this file), so they are installed again for each one."""
+    silence_library_noise()
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,16 @@ COURSE_COUNTS = {
     "lora_regex_emb": (95_225_856, 1_398_337_536),
 }
 
+# One variant per lesson: the ones `make test-fast` trains; variant_params() marks the others slow
+FAST_VARIANTS = {"01": "bitfit", "02": "prompt_random", "03": "ptuning_mlp", "04": "prefix", "05": "lora_qkv"}
+
+
+def variant_params(names=None) -> list:
+    """pytest parameters for these variants (default: every one), those outside FAST_VARIANTS marked slow."""
+    fast = set(FAST_VARIANTS.values())
+    return [pytest.param(v, marks=() if v in fast else pytest.mark.slow) for v in names or VARIANTS]
+
+
 # enough steps on four rows that every variant's loss falls clearly at its lesson's default learning rate
 TRAIN_FLAGS = [
     "--max_steps", "200", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",

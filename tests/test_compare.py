@@ -26,6 +26,7 @@ def test_readme_shows_exactly_what_compare_prints(real_architecture_dir):
     assert block.group(1).strip() == table
 
 
+@pytest.mark.slow
 def test_train_report_has_every_file_and_field(tiny_model_dir, overfit_file, tmp_path):
     out = tmp_path / "report"
     compare.main(["--model_name_or_path", str(tiny_model_dir), "--train", "--dataset",

@@ -103,6 +103,7 @@ def test_demo_command_passes_every_batch_and_step_flag(lesson):
     assert args[args.index("--dataset") + 1] == "data/demo_zh.json"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", list(LESSONS))
 def test_demo_reaches_what_the_readme_says(lesson, demo_run):
     trainer, answers = demo_run(lesson)
@@ -116,6 +117,7 @@ def test_demo_reaches_what_the_readme_says(lesson, demo_run):
         assert losses[-1] < losses[0] - LOSS_DROP_AT_LEAST[lesson], losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", list(LESSONS))
 def test_readme_demo_output_is_what_the_commands_print(lesson, demo_run, tiny_model_dir, capsys):
     section = demo_section(lesson)

@@ -151,6 +151,7 @@ def test_a_wrong_hand_made_version_fails_the_check(variant, attribute, broken, m
     assert result.max_diff > TOLERANCE and not result.ok
 
 
+@pytest.mark.slow
 def test_cli_last_line_and_exit_code(tiny_model_dir):
     script = ROOT / LESSONS["04"] / "from_scratch.py"
     proc = subprocess.run([sys.executable, str(script), "--model_name_or_path", str(tiny_model_dir),

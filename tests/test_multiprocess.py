@@ -16,7 +16,10 @@ import torch
 from helpers import ROOT, VARIANTS, lesson_module, probe_logits
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+pytestmark = [
+    pytest.mark.multiprocess,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed"),
+]
 
 BIN = Path(sys.executable).parent
 COUNT_PREFIX = "trainable params:"

@@ -12,6 +12,7 @@ SAME_ORDER = ["--max_steps", "3", "--train_sampling_strategy", "sequential", "--
               "--logging_steps", "1", "--disable_tqdm", "true", "--report_to", "none"]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson, flags", [("05", ["--lora_dropout", "0"]), ("02", ["--prompt_init", "random"])])
 def test_batch_8_trains_the_same_adapter_as_batch_1_times_8(lesson, flags, tiny_model_dir, tmp_path):
     """LoRA's dropout is off: its masks would differ between layouts (the tiny BLOOM has no dropout)."""
@@ -59,6 +60,7 @@ def test_eval_order_is_fixed_whatever_the_training_order():
     assert order == list(range(len(rows)))
 
 
+@pytest.mark.slow
 def test_benchmark_prints_every_figure(tiny_model_dir, tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench.py"), "--model_name_or_path", str(tiny_model_dir), "--samples", "8",

@@ -195,13 +195,14 @@ def test_compare_unknown_flag_is_one_error_line(capsys):
                                             "flags passed on to train.py)"]  # fmt: skip
 
 
-def test_web_port_in_use_is_one_error_line(lora, capsys):
-    pytest.importorskip("gradio")  # without it, --web stops earlier, at the import
+def test_web_port_in_use_is_one_error_line_before_anything_loads(tmp_path, capsys, monkeypatch):
+    """No adapter there and no gradio: the port is what is reported, so it is checked first."""
+    monkeypatch.setitem(sys.modules, "gradio", None)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        fails_cleanly(capsys, "05", "infer", ["--adapter", str(lora.out_dir), "--web", "--port", port],
+        fails_cleanly(capsys, "05", "infer", ["--adapter", str(tmp_path / "none"), "--web", "--port", port],
                       f"--web cannot listen on 127.0.0.1:{port}")  # fmt: skip
 
 
@@ -264,6 +265,7 @@ def wait_for_page(proc, log, port, timeout=120):
     pytest.fail("infer.py --web did not serve its page in time")
 
 
+@pytest.mark.browser
 def test_web_page_in_a_browser_answers_like_the_cli(lora, expected, tmp_path, capsys):
     chromium = browser_or_skip()
     from playwright.sync_api import sync_playwright
