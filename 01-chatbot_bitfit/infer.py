@@ -25,9 +25,9 @@ METHOD = "BITFIT"
 
 def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", trust_remote_code=False):
     """Base model with the trained biases written over its own; the base is the one recorded unless given."""
-    from safetensors.torch import load_file  # here, not at the top: --help and flag errors need no torch
-
     folder = resolve_adapter(adapter, LESSON_DIR, METHOD)
+    from safetensors.torch import load_file  # only now: flag and adapter errors come without loading torch
+
     tokenizer, model = load_base_for(folder, model_name_or_path, dtype, trust_remote_code)
     biases = load_file(folder / BITFIT_BIASES)
     with explain_mismatch(folder, model):

@@ -22,9 +22,9 @@ METHOD = "PROMPT_TUNING"
 
 def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", trust_remote_code=False):
     """Base model + adapter, ready to generate; the base is the one recorded in the adapter unless given."""
-    from peft import PeftModel  # here, not at the top: --help and flag errors need no torch
-
     folder = resolve_adapter(adapter, LESSON_DIR, METHOD)
+    from peft import PeftModel  # only now: flag and adapter errors come without loading torch
+
     tokenizer, model = load_base_for(folder, model_name_or_path, dtype, trust_remote_code)
     with explain_mismatch(folder, model):
         model = PeftModel.from_pretrained(model, folder)

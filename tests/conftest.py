@@ -11,10 +11,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture(autouse=True)
-def library_noise_silenced():
-    """The filters every script installs when it imports `common`; pytest resets the warning filters around
-    each test (and around the import of this file), so they are installed again for each one."""
+def pytest_runtest_setup(item):
+    """The filters every script installs when it imports `common`. pytest resets the warning filters around each
+    test (and around the import of this file), so they are installed again before each test's fixtures."""
     silence_library_noise()
 
 
