@@ -45,8 +45,8 @@ class ScriptArguments(BaseScriptArguments):
     def check(self, training_args) -> None:
         if training_args.gradient_checkpointing:
             raise UserError(
-                "prefix tuning cannot be combined with --gradient_checkpointing (peft passes the prefixes as a cache "
-                "object that every layer appends to in place, and checkpointing recomputes layers without it); "
+                "prefix tuning cannot be combined with --gradient_checkpointing (in training, transformers sets "
+                "layer_past=None for every checkpointed layer before it runs, so the prefix never reaches attention); "
                 "drop the flag or lower the batch size instead"
             )
 
