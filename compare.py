@@ -249,8 +249,11 @@ def write_report(rows: list[dict], out_dir: Path, cmd_args, question: str) -> No
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", default="Langboat/bloom-1b4-zh",
-                        help="hub id or local folder with config.json and the tokenizer (no weights needed)")
+    parser.add_argument(
+        "--model_name_or_path",
+        default="Langboat/bloom-1b4-zh",
+        help="hub id or local folder with config.json and the tokenizer (no weights needed)",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--train", action="store_true", help="train every variant and write a measured report")
     parser.add_argument("--dataset", default="shibing624/alpaca-zh", help="data for --train (any lesson format)")
