@@ -41,7 +41,7 @@ LAYOUT_FLAGS = (
     "--num_train_epochs",
 )
 EFFECTIVE_BATCH = 8
-COURSE_ROWS = 26_858  # rows in the course's alpaca_data_zh
+COURSE_ROWS = 26_858  # rows in older public copies of the course's alpaca_data_zh (its current one: 48,818)
 ROW_TOKENS = (60, 250)  # most alpaca-zh rows under bloom-1b4-zh's tokenizer (measured for this project)
 SMALL_MODEL = dict(hidden_size=256, n_layer=4, n_head=4)
 PROMPTS = [

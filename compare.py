@@ -1,6 +1,8 @@
 """Compare the course's methods side by side.
 
-    python compare.py                     # trainable-parameter table from the config alone (meta device)
+    python compare.py                     # trainable-parameter table on the meta device: needs the model's
+                                          # config.json and its tokenizer (the text-init row counts the
+                                          # tokens of the init text), no weights
     python compare.py --train --dataset data/alpaca_sample_zh.json --max_steps 100
                                           # train every variant, then write report.md / report.json / plots
 
@@ -184,7 +186,11 @@ def write_report(rows: list[dict], out_dir: Path, cmd_args, question: str) -> No
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", default=DEFAULT_MODEL, help="hub id or local folder")
+    parser.add_argument(
+        "--model_name_or_path",
+        default=DEFAULT_MODEL,
+        help="hub id or local folder with config.json and the tokenizer (no weights needed)",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--train", action="store_true", help="train every variant and write a measured report")
     parser.add_argument("--dataset", default=DEFAULT_DATASET, help="data for --train (any lesson format)")

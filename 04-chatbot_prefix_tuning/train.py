@@ -44,10 +44,9 @@ class ScriptArguments(BaseScriptArguments):
         # transformers 5.x mirrors the deprecated --gradient_checkpointing into activation_checkpointing
         if training_args.activation_checkpointing:
             raise UserError(
-                "prefix tuning cannot be combined with --activation_checkpointing (or --gradient_checkpointing): "
-                "with it, every BLOOM layer runs in training without past_key_values (transformers' "
-                "GradientCheckpointingLayer), so the prefixes never reach attention; drop the flag or lower the "
-                "batch size instead"
+                "prefix tuning cannot be combined with --activation_checkpointing (or --gradient_checkpointing): in "
+                "training, transformers sets layer_past=None for every checkpointed layer before it runs, so the "
+                "prefix never reaches attention; drop the flag or lower the batch size instead"
             )
 
 
