@@ -14,18 +14,15 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-
-from common.errors import UserError, run_cli  # noqa: E402
-from compare import LESSONS  # noqa: E402
+from common.errors import UserError, run_cli
+from common.lessons import LESSONS, ROOT, lesson_module
+from common.models import REAL_CONFIG
 
 COURSE_FLAGS = [
     "--per_device_train_batch_size",
@@ -44,10 +41,9 @@ LAYOUT_FLAGS = (
     "--num_train_epochs",
 )
 EFFECTIVE_BATCH = 8
-COURSE_ROWS = 26_858  # rows in the course's alpaca_data_zh
+COURSE_ROWS = 26_858  # rows in older public copies of the course's alpaca_data_zh (its current one: 48,818)
 ROW_TOKENS = (60, 250)  # most alpaca-zh rows under bloom-1b4-zh's tokenizer (measured for this project)
 SMALL_MODEL = dict(hidden_size=256, n_layer=4, n_head=4)
-REAL_CONFIG = dict(vocab_size=46145, hidden_size=2048, n_layer=24, n_head=16, tie_word_embeddings=True)
 PROMPTS = [
     "地球为什么有四季？",
     "用一句话解释什么是光合作用。",
@@ -127,8 +123,6 @@ def write_rows(args, tokenizer, out_dir: Path) -> tuple[Path, Path, str]:
 
 def train_worker(spec: dict) -> None:
     """Run a lesson's own main() with its collator counting real and padded tokens of the training batches."""
-    from compare import lesson_module
-
     train = lesson_module(spec["folder"], "train")
     counts, training = {"real": 0, "padded": 0}, [True]
     make_collator, finish_training = train.make_collator, train.finish_training
@@ -260,14 +254,11 @@ def print_training(folder: str, results: list) -> None:
 
 
 def _rss_mb() -> float:
+    """Resident memory now, in MiB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def memory_worker(spec: dict) -> None:
@@ -278,7 +269,8 @@ def memory_worker(spec: dict) -> None:
     """
     import torch
 
-    from common.training import load_base_model
+    from common.metrics import peak_rss_mb
+    from common.models import load_base_model
 
     before = _rss_mb()
     model = load_base_model(spec["model"])
@@ -290,7 +282,7 @@ def memory_worker(spec: dict) -> None:
     print(
         RESULT
         + json.dumps(
-            {"before_mb": before, "loaded_mb": loaded, "peak_mb": _peak_rss_mb(), "weight_bytes": weight_bytes}
+            {"before_mb": before, "loaded_mb": loaded, "peak_mb": peak_rss_mb(), "weight_bytes": weight_bytes}
         ),
         flush=True,
     )
@@ -346,9 +338,9 @@ def generation_worker(spec: dict) -> None:
     """Greedy tokens/s: bare base, LoRA (peft wrapper), merged LoRA, one prompt per call; base with batch 8."""
     import torch
 
-    from common.chat import InferArguments, generate_answers, generation_kwargs
-    from common.training import load_base_model, load_tokenizer
-    from compare import lesson_module
+    from common.generation import generate_answers, generation_kwargs
+    from common.infer_args import InferArguments
+    from common.models import load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(spec["model"])
     model = load_base_model(spec["model"]).eval()
@@ -399,7 +391,7 @@ def print_memory(folder: Path, m: dict) -> None:
     weights_mb = m["weight_bytes"] / 2**20
     print(
         f"\nmemory: the full-size bloom-1b4-zh architecture (random fp32 weights in {folder}), loaded with "
-        "common.training.load_base_model, then every weight read once"
+        "common.models.load_base_model, then every weight read once"
     )
     print(
         f"weights {weights_mb:,.0f} MB; RSS before loading {m['before_mb']:,.0f} MB, right after loading "
@@ -457,8 +449,8 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(args.output_dir or tmp)
         import torch
 
+        from common.models import load_tokenizer
         from common.tiny_model import build_tiny_model
-        from common.training import load_tokenizer
 
         model, model_label = args.model_name_or_path, args.model_name_or_path
         if model is None:

@@ -1,6 +1,8 @@
 """Compare the course's methods side by side.
 
-    python compare.py                     # trainable-parameter table from the config alone (meta device)
+    python compare.py                     # trainable-parameter table on the meta device: needs the model's
+                                          # config.json and its tokenizer (the text-init row counts the
+                                          # tokens of the init text), no weights
     python compare.py --train --dataset data/alpaca_sample_zh.json --max_steps 100
                                           # train every variant, then write report.md / report.json / plots
     python compare.py --train --model_name_or_path models/mini-bloom-zh --dataset data/world/qa_train.jsonl \
@@ -13,7 +15,6 @@ Unknown flags are passed on to every train.py (e.g. --bf16, --per_device_train_b
 
 import argparse
 import ast
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,77 +23,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
+from common.errors import UserError, run_cli
+from common.lessons import ROOT, VARIANTS, lesson_module
+from common.meta_counts import count_table, count_variants
+from common.models import DEFAULT_MODEL
+from common.train_args import DEFAULT_DATASET
 
-from common.errors import UserError, run_cli  # noqa: E402
-
-# The variants of the course: id -> (lesson folder, label, train.py flags). Both prompt-tuning variants train
-# continuous embeddings, so the labels name the initialisation (lesson 02 explains the old hard/soft names).
-VARIANTS = {
-    "bitfit": ("01-chatbot_bitfit", "BitFit (every bias)", []),
-    "prompt_text": ("02-chatbot_prompt_tuning", "prompt tuning, text init", ["--prompt_init", "text"]),
-    "prompt_random": ("02-chatbot_prompt_tuning", "prompt tuning, random init (10 tokens)",
-                      ["--prompt_init", "random"]),
-    "ptuning_mlp": ("03-chatbot_p_tuning", "P-tuning, MLP encoder", ["--encoder_type", "mlp"]),
-    "ptuning_lstm": ("03-chatbot_p_tuning", "P-tuning, LSTM encoder", ["--encoder_type", "lstm"]),
-    "prefix": ("04-chatbot_prefix_tuning", "prefix tuning, no projection", ["--prefix_projection", "false"]),
-    "prefix_proj": ("04-chatbot_prefix_tuning", "prefix tuning, projection", ["--prefix_projection", "true"]),
-    "lora_qkv": ("05-chatbot_lora", "LoRA r=8, query_key_value", []),
-    "lora_qkv_dense": ("05-chatbot_lora", "LoRA, + dense_4h_to_h",
-                       ["--target_modules", "query_key_value", "dense_4h_to_h"]),
-    "lora_regex_emb": ("05-chatbot_lora", "LoRA, regex + modules_to_save embeddings",
-                       ["--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings"]),
-}  # fmt: skip
-LESSONS = {folder[:2]: folder for folder, _, _ in VARIANTS.values()}  # "01" -> "01-chatbot_bitfit", in order
 QUESTION = "用一句话解释什么是光合作用。"
-
-
-def lesson_module(folder: str, name: str):
-    path = ROOT / folder / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{folder.replace('-', '_')}_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# ---------------------------------------------------------------- the count table
-
-
-def count_parameters(model_name_or_path: str, variants=tuple(VARIANTS)) -> list[dict]:
-    """Apply each lesson's own `add_method` to the model built on the meta device: exact counts, no weights."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from common.params import count_parameters
-    from common.training import load_tokenizer
-
-    try:
-        config = AutoConfig.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"could not read a model config from {model_name_or_path!r}: {exc}") from exc
-    tokenizer = load_tokenizer(model_name_or_path)
-    rows = []
-    for variant in variants:
-        folder, label, flags = VARIANTS[variant]
-        train = lesson_module(folder, "train")
-        args, _ = train.parse_train_args(
-            train.ScriptArguments, ["--model_name_or_path", model_name_or_path, *flags], train.LESSON_DIR, 1e-3
-        )
-        with torch.device("meta"):
-            model = train.add_method(AutoModelForCausalLM.from_config(config), args, tokenizer)
-        trainable, total = count_parameters(model)
-        rows.append(dict(variant=variant, label=label, lesson=folder, trainable_params=trainable, all_params=total,
-                         trainable_percent=round(100 * trainable / total, 4)))  # fmt: skip
-    return rows
-
-
-def count_table(rows: list[dict]) -> str:
-    lines = ["| variant | lesson | trainable params | all params | trainable% |", "|---|---|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['label']} | {r['lesson']} | {r['trainable_params']:,d} | {r['all_params']:,d} | "
-                     f"{r['trainable_percent']:.4f} |")  # fmt: skip
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- the measured report
@@ -116,7 +53,7 @@ RUN_RECORD = "compare_run.json"  # in each run folder: the command and its figur
 
 
 def train_command(variant, cmd_args, train_file, eval_file, run_dir, passthrough, lr=None) -> list[str]:
-    folder, _, flags = VARIANTS[variant]
+    folder, flags = VARIANTS[variant].folder, list(VARIANTS[variant].flags)
     if lr is not None:
         flags = [*flags, "--learning_rate", str(lr)]
     return [sys.executable, str(ROOT / folder / "train.py"), "--model_name_or_path", cmd_args.model_name_or_path,
@@ -131,7 +68,7 @@ def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_di
 
     A run folder whose record holds the same command is reused: an interrupted or extended sweep trains only
     what is missing."""
-    folder, label, _ = VARIANTS[variant]
+    folder, label = VARIANTS[variant].folder, VARIANTS[variant].label
     cmd = train_command(variant, cmd_args, train_file, eval_file, run_dir, passthrough, lr)
     logging_steps = max(1, cmd_args.max_steps // 20)
     record = run_dir / RUN_RECORD
@@ -183,7 +120,8 @@ def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_di
 def answer(row: dict, run_dir: Path, question: str, max_new_tokens: int) -> str:
     import torch
 
-    from common.chat import InferArguments, generate_answers, generation_kwargs
+    from common.generation import generate_answers, generation_kwargs
+    from common.infer_args import InferArguments
 
     model, tokenizer = lesson_module(row["lesson"], "infer").load_for_inference(str(run_dir))
     if torch.cuda.is_available():
@@ -291,7 +229,7 @@ def score_model(model, tokenizer, questions: list[dict], held_out_text: list[str
 
 
 def score_base(model_name_or_path: str, questions: list[dict], held_out_text: list[str] | None) -> dict:
-    from common.training import load_base_model, load_tokenizer
+    from common.models import load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_name_or_path)
     return score_model(load_base_model(model_name_or_path).eval(), tokenizer, questions, held_out_text)
@@ -405,10 +343,14 @@ def write_answer_report(rows: list[dict], base: dict, out_dir: Path, cmd_args, p
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", default="Langboat/bloom-1b4-zh", help="hub id or local folder")
+    parser.add_argument(
+        "--model_name_or_path",
+        default=DEFAULT_MODEL,
+        help="hub id or local folder with config.json and the tokenizer (no weights needed)",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--train", action="store_true", help="train every variant and write a measured report")
-    parser.add_argument("--dataset", default="shibing624/alpaca-zh", help="data for --train (any lesson format)")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="data for --train (any lesson format)")
     parser.add_argument(
         "--eval_dataset",
         help="held-out questions with reference answers: every trained variant answers them greedily and is "
@@ -439,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--lr_factors must be positive")
 
     if not args.train:
-        print(count_table(count_parameters(args.model_name_or_path, args.variants)))
+        print(count_table(count_variants(args.model_name_or_path, args.variants)))
         return
 
     out_dir = Path(args.output_dir)
@@ -458,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"base model: exact match {base['exact_match']:.1%}", file=sys.stderr, flush=True)
     else:
         train_file, eval_file = split_data(args.dataset, args.eval_ratio, args.seed, out_dir / "data")
-    default_lr = {v: lesson_module(VARIANTS[v][0], "train").LEARNING_RATE for v in args.variants}
+    default_lr = {v: lesson_module(VARIANTS[v].lesson, "train").LEARNING_RATE for v in args.variants}
     jobs = [(v, default_lr[v] * f) for v in args.variants for f in args.lr_factors]
     started = time.time()
 

@@ -16,24 +16,19 @@ LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
 from safetensors.torch import save_file
+from transformers import set_seed
 
-from common.chat import BITFIT_INFO
+from common.artifacts import BITFIT_BIASES, BITFIT_INFO, save_final
 from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.distributed import setup_processes
 from common.errors import run_cli
-from common.params import print_trainable_parameters
-from common.training import (
-    BaseScriptArguments,
-    TrainableStateTrainer,
-    finish_training,
-    load_base_model,
-    load_tokenizer,
-    parse_train_args,
-    save_final,
-    trainable_state,
-)
+from common.metrics import finish_training
+from common.models import load_base_model, load_tokenizer
+from common.train_args import BaseScriptArguments, parse_train_args
+from common.trainable import print_trainable_parameters, trainable_state
+from common.trainer import TrainableStateTrainer, resume_checkpoint
 
 LEARNING_RATE = 1e-3
-BIASES_FILE = "bitfit_biases.safetensors"
 
 
 # ---------------------------------------------------------------- 1. config
@@ -58,17 +53,20 @@ def add_method(model, args: ScriptArguments, tokenizer):
 
 
 def save_method(model, tokenizer, folder: Path) -> None:
-    # only the trained tensors (about 2 MB for bloom-1b4-zh), plus which base they belong to
-    biases = trainable_state(model)  # every tensor that trained: the biases
-    save_file(biases, folder / BIASES_FILE)
+    # only the trainable tensors (about 2 MB for bloom-1b4-zh), plus which base they belong to
+    biases = trainable_state(model)  # every trainable tensor: the biases
+    save_file(biases, folder / BITFIT_BIASES)
     info = {"method": "bitfit", "base_model_name_or_path": model.config._name_or_path, "tensors": len(biases)}
     (folder / BITFIT_INFO).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(folder)
 
 
 def main(argv: list[str] | None = None):
-    # 1. config
+    # 1. config, and the processes of this run
     args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    checkpoint = resume_checkpoint(training_args)  # None, or the folder to resume from, checked before loading
+    setup_processes(training_args)  # under torchrun or deepspeed: join the process group; only rank 0 prints
+    set_seed(training_args.seed)  # before step 5: the method's random init (LoRA A, soft prompts) draws from it
     # 2. data
     train_rows = load_instruction_data(args.dataset)
     eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None):
         processing_class=tokenizer,
     )
     # 7. train
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     finish_training(trainer, result, eval_ds)
     # 8. save
     save_final(trainer, lambda folder: save_method(model, tokenizer, folder))

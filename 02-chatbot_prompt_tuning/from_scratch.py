@@ -21,7 +21,8 @@ class PromptEmbedding(nn.Module):
     def __init__(self, num_virtual_tokens: int, hidden: int, init_ids=None, word_embeddings=None):
         super().__init__()
         self.embedding = nn.Embedding(num_virtual_tokens, hidden)  # (nvt, h), random: nn.Embedding's N(0, 1)
-        if init_ids is not None:  # text init: cut, or repeat, to nvt tokens (peft prompt_tuning/model.py:88-96)
+        # text init: cut or repeat to nvt tokens (peft 0.21.2, tuners/prompt_tuning/model.py, PromptEmbedding.__init__)
+        if init_ids is not None:
             ids = (init_ids * num_virtual_tokens)[:num_virtual_tokens]
             ids = torch.tensor(ids, device=word_embeddings.weight.device)  # (nvt,)
             self.embedding.weight = nn.Parameter(word_embeddings(ids).detach().clone().float())  # (nvt, h)
@@ -32,7 +33,8 @@ def extend_mask(mask: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class PromptTuningLM(nn.Module):
-    """Frozen base model; the prompt is put in front of the input embeddings (peft_model.py:2131-2171)."""
+    """Frozen base model; the prompt is put in front of the input embeddings
+    (peft 0.21.2, peft_model.py, PeftModelForCausalLM.forward)."""
 
     def __init__(self, base: nn.Module, prompt_encoder: PromptEmbedding):
         super().__init__()

@@ -16,7 +16,8 @@ IGNORE_INDEX = -100  # label value the loss skips
 
 # ---------------------------------------------------------------- the method, by hand (plain torch)
 class PromptEncoder(nn.Module):
-    """Trainable embeddings -> encoder -> virtual tokens; layers as in peft p_tuning/model.py:83-118."""
+    """Trainable embeddings -> encoder -> virtual tokens; layers as in peft 0.21.2, tuners/p_tuning/model.py,
+    PromptEncoder.__init__."""
 
     def __init__(self, num_virtual_tokens: int, hidden: int, encoder_hidden: int, encoder_type: str):
         super().__init__()
@@ -57,7 +58,8 @@ class PTuningLM(nn.Module):
 
 
 def by_hand(base: nn.Module, args, tokenizer=None) -> PTuningLM:
-    h = base.config.hidden_size  # encoder size left unset = the model's hidden size (peft utils/other.py:1234)
+    # encoder size left unset = the model's hidden size (peft 0.21.2, utils/other.py, _prepare_prompt_learning_config)
+    h = base.config.hidden_size
     encoder = PromptEncoder(args.num_virtual_tokens, h, args.encoder_hidden_size or h, args.encoder_type)
     return PTuningLM(base, encoder)
 

@@ -15,18 +15,16 @@ LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
 from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
+from transformers import set_seed
 
+from common.artifacts import save_final
 from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.distributed import setup_processes
 from common.errors import run_cli
-from common.training import (
-    BaseScriptArguments,
-    TrainableStateTrainer,
-    finish_training,
-    load_base_model,
-    load_tokenizer,
-    parse_train_args,
-    save_final,
-)
+from common.metrics import finish_training
+from common.models import load_base_model, load_tokenizer
+from common.train_args import BaseScriptArguments, parse_train_args
+from common.trainer import TrainableStateTrainer, resume_checkpoint
 
 LEARNING_RATE = 1e-3
 
@@ -67,8 +65,11 @@ def save_method(model, tokenizer, folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None):
-    # 1. config
+    # 1. config, and the processes of this run
     args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    checkpoint = resume_checkpoint(training_args)  # None, or the folder to resume from, checked before loading
+    setup_processes(training_args)  # under torchrun or deepspeed: join the process group; only rank 0 prints
+    set_seed(training_args.seed)  # before step 5: the method's random init (LoRA A, soft prompts) draws from it
     # 2. data
     train_rows = load_instruction_data(args.dataset)
     eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None):
         processing_class=tokenizer,
     )
     # 7. train
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     finish_training(trainer, result, eval_ds)
     # 8. save
     save_final(trainer, lambda folder: save_method(model, tokenizer, folder))

@@ -16,7 +16,8 @@ sys.path.insert(0, str(LESSON_DIR.parent))  # `common`, for the comparison half 
 
 # ---------------------------------------------------------------- the method, by hand (plain torch)
 class PrefixEncoder(nn.Module):
-    """One key and one value vector per layer and virtual token (peft prefix_tuning/model.py:58-89)."""
+    """One key and one value vector per layer and virtual token
+    (peft 0.21.2, tuners/prefix_tuning/model.py, PrefixEncoder)."""
 
     def __init__(self, num_virtual_tokens: int, layers: int, hidden: int, encoder_hidden: int, projection: bool):
         super().__init__()
@@ -34,7 +35,8 @@ class PrefixEncoder(nn.Module):
 
 
 def to_cache(prefix: torch.Tensor, layers: int, heads: int) -> DynamicCache:
-    """Cut (B, nvt, 2 L h) into each layer's keys and values, in the layout peft builds (peft_model.py:787-800)."""
+    """Cut (B, nvt, 2 L h) into each layer's keys and values, in the layout peft builds
+    (peft 0.21.2, peft_model.py, PeftModel.get_prompt)."""
     batch, nvt, width = prefix.shape
     kv = prefix.view(batch, nvt, 2 * layers, heads, width // (2 * layers * heads))  # (B, nvt, 2L, nh, hd)
     kv = kv.permute(2, 0, 3, 1, 4)  # (2L, B, nh, nvt, hd)
@@ -57,7 +59,8 @@ class PrefixTuningLM(nn.Module):
 
 
 def by_hand(base: nn.Module, args, tokenizer=None) -> PrefixTuningLM:
-    c = base.config  # encoder size left unset = the model's hidden size (peft utils/other.py:1234)
+    # encoder size left unset = the model's hidden size (peft 0.21.2, utils/other.py, _prepare_prompt_learning_config)
+    c = base.config
     encoder = PrefixEncoder(
         args.num_virtual_tokens, c.num_hidden_layers, c.hidden_size, args.encoder_hidden_size or c.hidden_size,
         args.prefix_projection,

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 LESSON_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(LESSON_DIR.parent))
+sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from peft import PeftModel  # noqa: E402
-
-from common.chat import explain_mismatch, load_base_for, parse_infer_args, resolve_adapter, run_modes  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
+from common.artifacts import explain_mismatch, load_base_for, resolve_adapter
+from common.chat import run_modes
+from common.errors import UserError, run_cli
+from common.infer_args import parse_infer_args
 
 METHOD = "PREFIX_TUNING"
 
@@ -23,6 +23,8 @@ METHOD = "PREFIX_TUNING"
 def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", trust_remote_code=False):
     """Base model + adapter, ready to generate; the base is the one recorded in the adapter unless given."""
     folder = resolve_adapter(adapter, LESSON_DIR, METHOD)
+    from peft import PeftModel  # only now: flag and adapter errors come without loading torch
+
     tokenizer, model = load_base_for(folder, model_name_or_path, dtype, trust_remote_code)
     with explain_mismatch(folder, model):
         model = PeftModel.from_pretrained(model, folder)

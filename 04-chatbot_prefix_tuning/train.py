@@ -15,18 +15,16 @@ LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
 from peft import PrefixTuningConfig, TaskType, get_peft_model
+from transformers import set_seed
 
+from common.artifacts import save_final
 from common.data import load_instruction_data, make_collator, tokenize_dataset
+from common.distributed import setup_processes
 from common.errors import UserError, run_cli
-from common.training import (
-    BaseScriptArguments,
-    TrainableStateTrainer,
-    finish_training,
-    load_base_model,
-    load_tokenizer,
-    parse_train_args,
-    save_final,
-)
+from common.metrics import finish_training
+from common.models import load_base_model, load_tokenizer
+from common.train_args import BaseScriptArguments, parse_train_args
+from common.trainer import TrainableStateTrainer, resume_checkpoint
 
 LEARNING_RATE = 1e-2
 
@@ -43,11 +41,12 @@ class ScriptArguments(BaseScriptArguments):
     )
 
     def check(self, training_args) -> None:
-        if training_args.gradient_checkpointing:
+        # transformers 5.x mirrors the deprecated --gradient_checkpointing into activation_checkpointing
+        if training_args.activation_checkpointing:
             raise UserError(
-                "prefix tuning cannot be combined with --gradient_checkpointing (peft passes the prefixes as a cache "
-                "object that every layer appends to in place, and checkpointing recomputes layers without it); "
-                "drop the flag or lower the batch size instead"
+                "prefix tuning cannot be combined with --activation_checkpointing (or --gradient_checkpointing): in "
+                "training, transformers sets layer_past=None for every checkpointed layer before it runs, so the "
+                "prefix never reaches attention; drop the flag or lower the batch size instead"
             )
 
 
@@ -74,8 +73,11 @@ def save_method(model, tokenizer, folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None):
-    # 1. config
+    # 1. config, and the processes of this run
     args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    checkpoint = resume_checkpoint(training_args)  # None, or the folder to resume from, checked before loading
+    setup_processes(training_args)  # under torchrun or deepspeed: join the process group; only rank 0 prints
+    set_seed(training_args.seed)  # before step 5: the method's random init (LoRA A, soft prompts) draws from it
     # 2. data
     train_rows = load_instruction_data(args.dataset)
     eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None):
         processing_class=tokenizer,
     )
     # 7. train
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     finish_training(trainer, result, eval_ds)
     # 8. save
     save_final(trainer, lambda folder: save_method(model, tokenizer, folder))

@@ -17,7 +17,8 @@ sys.path.insert(0, str(LESSON_DIR.parent))  # `common`, for the comparison half 
 
 # ---------------------------------------------------------------- the method, by hand (plain torch)
 class LoRALinear(nn.Module):
-    """W x + (alpha / r) * B(A(dropout(x))) beside a frozen nn.Linear (peft lora/layer.py:256-345, 1102)."""
+    """W x + (alpha / r) * B(A(dropout(x))) beside a frozen nn.Linear
+    (peft 0.21.2, tuners/lora/layer.py, LoraLayer.update_layer and Linear.forward)."""
 
     def __init__(self, base_layer: nn.Linear, r: int, alpha: int, dropout: float):
         super().__init__()
@@ -26,7 +27,7 @@ class LoRALinear(nn.Module):
         self.lora_A = nn.Linear(base_layer.in_features, r, bias=False)  # A: (r, in), nn.Linear's kaiming init
         self.lora_B = nn.Linear(r, base_layer.out_features, bias=False)  # B: (out, r)
         nn.init.zeros_(self.lora_B.weight)  # B starts at zero, so step 0 equals the base model
-        self.scaling = alpha / r  # lets r change without retuning the learning rate
+        self.scaling = alpha / r  # with alpha fixed, a new r needs less learning-rate retuning, not none
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base_layer(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
@@ -37,7 +38,8 @@ class LoRALinear(nn.Module):
 
 
 class ModulesToSave(nn.Module):
-    """A trained copy used in the forward pass; the original stays frozen (peft utils/other.py:598)."""
+    """A trained copy used in the forward pass; the original stays frozen
+    (peft 0.21.2, utils/other.py, ModulesToSaveWrapper)."""
 
     def __init__(self, module: nn.Module):
         super().__init__()
@@ -49,7 +51,8 @@ class ModulesToSave(nn.Module):
 
 
 def is_target(name: str, targets: list[str]) -> bool:
-    """One value with regex syntax: a pattern on the full name; otherwise name suffixes (peft tuners_utils.py:2370)."""
+    """One value with regex syntax: a pattern on the full name; otherwise name suffixes
+    (peft 0.21.2, tuners/tuners_utils.py, check_target_module_exists)."""
     if len(targets) == 1 and any(ch in targets[0] for ch in "*[]()|?+\\^$"):
         return re.fullmatch(targets[0], name) is not None
     return any(name == t or name.endswith("." + t) for t in targets)

@@ -11,20 +11,14 @@ import sys
 from pathlib import Path
 
 LESSON_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(LESSON_DIR.parent))
+sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from peft import PeftModel  # noqa: E402
-
-from common.chat import (  # noqa: E402
-    explain_mismatch,
-    generation_kwargs,
-    load_base_for,
-    parse_infer_args,
-    resolve_adapter,
-    run_modes,
-    save_merged,
-)
-from common.errors import run_cli  # noqa: E402
+from common.artifacts import explain_mismatch, load_base_for, resolve_adapter
+from common.chat import run_modes
+from common.errors import run_cli
+from common.generation import generation_kwargs
+from common.infer_args import parse_infer_args
+from common.merge import save_merged
 
 METHOD = "LORA"
 
@@ -32,6 +26,8 @@ METHOD = "LORA"
 def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", trust_remote_code=False):
     """Base model + adapter, ready to generate; the base is the one recorded in the adapter unless given."""
     folder = resolve_adapter(adapter, LESSON_DIR, METHOD)
+    from peft import PeftModel  # only now: flag and adapter errors come without loading torch
+
     tokenizer, model = load_base_for(folder, model_name_or_path, dtype, trust_remote_code)
     with explain_mismatch(folder, model):
         model = PeftModel.from_pretrained(model, folder)

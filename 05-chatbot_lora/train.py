@@ -15,18 +15,17 @@ LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
 from peft import LoraConfig, TaskType, get_peft_model
+from transformers import set_seed
 
+from common.artifacts import save_final
 from common.data import load_instruction_data, make_collator, tokenize_dataset
-from common.errors import UserError, run_cli
-from common.training import (
-    BaseScriptArguments,
-    TrainableStateTrainer,
-    finish_training,
-    load_base_model,
-    load_tokenizer,
-    parse_train_args,
-    save_final,
-)
+from common.distributed import setup_processes
+from common.errors import run_cli
+from common.metrics import finish_training
+from common.models import load_base_model, load_tokenizer
+from common.targets import explain_missing_targets, peft_target_modules
+from common.train_args import BaseScriptArguments, parse_train_args
+from common.trainer import TrainableStateTrainer, resume_checkpoint
 
 LEARNING_RATE = 2e-4
 
@@ -57,27 +56,16 @@ def add_method(model, args: ScriptArguments, tokenizer):
 
     Input:  x of shape (B, T, in) entering each targeted Linear (query_key_value: in = h, out = 3*h)
     Output: W x + (alpha / r) * B(A(dropout(x))), shape (B, T, out); A x is only (B, T, r)"""
-    targets = args.target_modules
-    # peft reads a string as a regex on full module names and a list as exact or suffix names; the command
-    # line always gives a list, so one value with regex syntax is handed over as a string
-    regex = len(targets) == 1 and any(ch in targets[0] for ch in "*[]()|?+\\^$")
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
-        target_modules=targets[0] if regex else targets,
+        target_modules=peft_target_modules(args.target_modules),  # one value with regex syntax: a regex
         modules_to_save=args.modules_to_save,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
     )
-    try:
+    with explain_missing_targets(model, args.target_modules):  # peft's error, as one line naming the layers
         return get_peft_model(model, config)
-    except ValueError as exc:
-        if "not found in the base model" not in str(exc) and "Target modules" not in str(exc):
-            raise
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
-        raise UserError(
-            f"--target_modules {' '.join(targets)} matches no layer; Linear layers here: {', '.join(names[:8])}"
-        ) from exc
 
 
 def save_method(model, tokenizer, folder: Path) -> None:
@@ -88,8 +76,11 @@ def save_method(model, tokenizer, folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None):
-    # 1. config
+    # 1. config, and the processes of this run
     args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
+    checkpoint = resume_checkpoint(training_args)  # None, or the folder to resume from, checked before loading
+    setup_processes(training_args)  # under torchrun or deepspeed: join the process group; only rank 0 prints
+    set_seed(training_args.seed)  # before step 5: the method's random init (LoRA A, soft prompts) draws from it
     # 2. data
     train_rows = load_instruction_data(args.dataset)
     eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
@@ -111,7 +102,7 @@ def main(argv: list[str] | None = None):
         processing_class=tokenizer,
     )
     # 7. train
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     finish_training(trainer, result, eval_ds)
     # 8. save
     save_final(trainer, lambda folder: save_method(model, tokenizer, folder))

@@ -13,8 +13,8 @@ from .errors import UserError, run_cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .chat import generate_answers
-    from .training import load_base_model, load_tokenizer
+    from .generation import generate_answers
+    from .models import load_base_model, load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="base model: a hub id or a local folder")

@@ -6,21 +6,25 @@ left-padded batch of two prompts of different length.
 """
 
 import argparse
-import importlib.util
 import re
-import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, PreTrainedTokenizerBase
 
-from .params import count_parameters
+from .lessons import lesson_module
+from .models import load_base_model, load_tokenizer
 from .prompt import build_prompt
-from .training import load_base_model, load_tokenizer
+from .train_args import BaseScriptArguments
+from .trainable import count_parameters
 
 TOLERANCE = 1e-5
+# a lesson's hand-made method: (base model, the lesson's ScriptArguments, tokenizer) -> the model with it
+ByHand = Callable[..., nn.Module]
+CopyValues = Callable[[nn.Module, nn.Module], None]  # (hand-made, train.py's model): the same values in both
 # two prompts of different length: the shorter row is left-padded, as in batched generation
 PROMPTS = ["地球为什么有四季？", "判断下面这句话的情感是积极还是消极。\n等了一个小时，菜还是凉的。"]
 
@@ -39,23 +43,13 @@ class Check:
         return self.hand_count == self.reference_count and self.max_diff <= TOLERANCE
 
 
-def lesson_train(lesson_dir: Path):
-    """The lesson's train.py as a module (a unique name per lesson, so lessons never shadow each other)."""
-    name = f"{lesson_dir.name.replace('-', '_')}_train"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, lesson_dir / "train.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-def parse_args(lesson_dir: Path, argv, description: str | None = None):
+def parse_args(lesson_dir: Path, argv: list[str] | None, description: str | None = None) -> BaseScriptArguments:
     """The lesson's own ScriptArguments, so every flag means what it means for train.py.
 
     The data flags are accepted (a train.py command line can be pasted) but left out of --help: nothing is trained.
     """
     parser = HfArgumentParser(
-        lesson_train(lesson_dir).ScriptArguments,
+        lesson_module(lesson_dir.name, "train").ScriptArguments,
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"Exit status 0 when both counts are equal and max |logit difference| <= {TOLERANCE:g}, else 1.",
@@ -67,7 +61,7 @@ def parse_args(lesson_dir: Path, argv, description: str | None = None):
     return args
 
 
-def left_padded_batch(tokenizer) -> dict:
+def left_padded_batch(tokenizer: PreTrainedTokenizerBase) -> dict[str, torch.Tensor]:
     tokenizer.padding_side = "left"
     batch = tokenizer([build_prompt(p) for p in PROMPTS], return_tensors="pt", padding=True, add_special_tokens=False)
     batch = dict(batch)
@@ -80,13 +74,16 @@ def plain_name(name: str) -> str:
     return name.removeprefix("base_model.model.").replace(".default.", ".").removesuffix(".default")
 
 
-def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+def trainable_by_plain_name(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The trainable parameters under the hand-made model's names, so both models' can be compared by name."""
     return {plain_name(n): p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def build(lesson_dir: Path, by_hand, copy_values, args, seed: int = 0):
+def build(
+    lesson_dir: Path, by_hand: ByHand, copy_values: CopyValues, args: BaseScriptArguments, seed: int = 0
+) -> tuple[nn.Module, nn.Module, PreTrainedTokenizerBase]:
     """(hand-made model, train.py's model, tokenizer), holding the same values, both in eval mode."""
-    train = lesson_train(lesson_dir)
+    train = lesson_module(lesson_dir.name, "train")
     tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
     torch.manual_seed(seed)
     load = (args.model_name_or_path, args.dtype, args.trust_remote_code)
@@ -96,7 +93,8 @@ def build(lesson_dir: Path, by_hand, copy_values, args, seed: int = 0):
     return hand.eval(), reference.eval(), tokenizer
 
 
-def check(lesson_dir: Path, by_hand, copy_values, args) -> Check:
+def check(lesson_dir: Path, by_hand: ByHand, copy_values: CopyValues, args: BaseScriptArguments) -> Check:
+    """Both models built with the same values; their counts and their logits on a left-padded batch."""
     hand, reference, tokenizer = build(lesson_dir, by_hand, copy_values, args)
     batch = left_padded_batch(tokenizer)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -108,7 +106,7 @@ def check(lesson_dir: Path, by_hand, copy_values, args) -> Check:
 def trainable_table(model: nn.Module) -> list[str]:
     """Trainable tensors per module, layers folded: `transformer.h.*.mlp.dense_4h_to_h: bias (64,) x 2 = 128`."""
     groups: dict[str, dict] = {}
-    for name, p in trainable(model).items():
+    for name, p in trainable_by_plain_name(model).items():
         module, _, param = name.rpartition(".")
         layer = re.search(r"\.h\.(\d+)\.", module)
         group = groups.setdefault(re.sub(r"\.h\.\d+\.", ".h.*.", module), {"params": {}, "layers": set(), "n": 0})
@@ -126,7 +124,7 @@ def trainable_table(model: nn.Module) -> list[str]:
     return lines
 
 
-def report(result: Check, show: nn.Module, notes=(), label: str = "peft") -> int:
+def report(result: Check, show: nn.Module | str, notes: Sequence[str] = (), label: str = "peft") -> int:
     """Print the hand-made module, both counts and, last, the logit difference; 0 if they agree."""
     print("hand-made module:")
     print(show)

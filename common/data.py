@@ -1,12 +1,20 @@
 """Load alpaca-style instruction data, tokenise it with label masking, and collate batches."""
 
+from __future__ import annotations
+
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .distributed import distributed, main_process_first
+from .distributed import is_distributed, main_process_first
 from .errors import UserError, first_line
+from .hub import require_hub
 from .prompt import build_prompt
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 REQUIRED_COLUMNS = ("instruction", "output")
 TEXT_COLUMNS = ("instruction", "input", "output")
@@ -14,7 +22,7 @@ FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 IGNORE_INDEX = -100  # label value the loss skips
 
 
-def load_instruction_data(dataset: str):
+def load_instruction_data(dataset: str) -> datasets.Dataset:
     """Return a `datasets.Dataset` with the string columns instruction / input / output.
 
     `dataset` is a hub dataset id, a folder written by `save_to_disk`, or a .json / .jsonl / .parquet file.
@@ -39,6 +47,7 @@ def load_instruction_data(dataset: str):
         raise UserError(f"{dataset}: unsupported file type; use one of {', '.join(FILE_SUFFIXES)}")
     if path.suffix in FILE_SUFFIXES or dataset.startswith((".", "/", "~")) or dataset.count("/") > 1:
         raise UserError(f"dataset not found: {dataset} (no such file or folder)")
+    require_hub(f"the dataset {dataset!r}")
     try:
         loaded = datasets.load_dataset(dataset, split="train")
     except Exception as exc:  # the hub raises many types; the message is what the user needs
@@ -82,7 +91,7 @@ def _read_json_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _check_columns(ds, source: str):
+def _check_columns(ds: datasets.Dataset, source: str) -> datasets.Dataset:
     missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
     if missing:
         raise UserError(
@@ -101,7 +110,7 @@ def _check_columns(ds, source: str):
     return ds.select_columns(list(TEXT_COLUMNS))
 
 
-def tokenize_dataset(ds, tokenizer, max_length: int):
+def tokenize_dataset(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
     """Tokenise rows into input_ids / attention_mask / labels; only the answer and EOS are learned.
 
     Rows longer than `max_length` are cut on the right: the answer loses its tail and its EOS, which is right,
@@ -146,13 +155,13 @@ def tokenize_dataset(ds, tokenizer, max_length: int):
     return tokenized.remove_columns("cut")
 
 
-def _shared_cache(ds, encode) -> dict:
+def _shared_cache(ds: datasets.Dataset, encode) -> dict:
     """Where the processes of one run share tokenised rows that have no cache of their own.
 
     A dataset read from files is cached by `datasets` already; rows built in memory (our .json/.jsonl reader)
     are not, so under several processes they get a file named by the rows, the tokenizer and this code.
     """
-    if not distributed() or ds.cache_files:
+    if not is_distributed() or ds.cache_files:
         return {}
     import datasets
     from datasets.fingerprint import Hasher
@@ -163,7 +172,7 @@ def _shared_cache(ds, encode) -> dict:
     return {"cache_file_name": str(folder / f"{fingerprint}.arrow"), "new_fingerprint": fingerprint}
 
 
-def make_collator(tokenizer):
+def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorForSeq2Seq:
     """Pad input_ids with the pad token and labels with -100, on the tokenizer's padding side.
 
     Rows are never packed into one sequence: BLOOM takes no position ids and no 4D mask, so packed rows would
@@ -181,7 +190,7 @@ def make_collator(tokenizer):
 
 def show_rows(dataset: str, model_name_or_path: str, index: int, max_length: int) -> None:
     """Print what the model trains on: one row through template, tokenizer and masking, then a padded batch."""
-    from .training import load_tokenizer
+    from .models import load_tokenizer
 
     rows = load_instruction_data(dataset)
     if not 0 <= index < len(rows) - 1:

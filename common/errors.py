@@ -5,6 +5,7 @@ import sys
 from collections.abc import Callable
 
 DEBUG_ENV = "PEFT_COURSE_DEBUG"
+DEBUG_EPILOG = f"A bare --debug shows the full traceback of an error (or set {DEBUG_ENV}=1)."
 
 
 class UserError(Exception):

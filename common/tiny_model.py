@@ -7,15 +7,21 @@ init is wider than BLOOM's default, because a tiny tied BLOOM mostly repeats its
 trained adapter hardly changes its greedy answer, which would make generation tests unable to fail.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "data" / "alpaca_sample_zh.json"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]  # ids 0-3, as in bloom-1b4-zh
 
 
-def build_tokenizer(vocab_size: int = 2000, data_file: Path = SAMPLE_DATA):
+def build_tokenizer(vocab_size: int = 2000, data_file: Path = SAMPLE_DATA) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on the sample data (about a second)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -44,7 +50,9 @@ def build_tokenizer(vocab_size: int = 2000, data_file: Path = SAMPLE_DATA):
     )
 
 
-def build_tiny_model(out_dir: str | Path, hidden_size: int = 64, n_layer: int = 2, n_head: int = 4, seed: int = 0):
+def build_tiny_model(
+    out_dir: str | Path, hidden_size: int = 64, n_layer: int = 2, n_head: int = 4, seed: int = 0
+) -> Path:
     """Save a tokenizer and a random `BloomForCausalLM` to `out_dir` and return the folder."""
     import torch
     from transformers import BloomConfig, BloomForCausalLM

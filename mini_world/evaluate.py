@@ -9,38 +9,30 @@ fine-tuning, so a correct answer means fine-tuning unlocked knowledge that pretr
 """
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from common.errors import UserError, run_cli
+from common.lessons import LESSON_OF_METHOD, LESSONS, ROOT, lesson_module
 
-from common.errors import UserError, run_cli  # noqa: E402
-
-from .generate import WORLD_DIR, read_jsonl  # noqa: E402
+from .generate import WORLD_DIR, read_jsonl
 
 GREEDY_TOKENS = 16  # the longest answer (a date) is 11 tokens
 
 
 def lesson_infer(folder: Path):
-    """The infer.py module of the lesson that saved `folder`."""
-    from common.chat import LESSON_OF_METHOD, artifact_method
+    """The infer.py module of the lesson that saved `folder`, and that lesson's folder name."""
+    from common.artifacts import artifact_method
 
-    method = artifact_method(folder)
+    method = artifact_method(folder) if folder.is_dir() else None
     if method not in LESSON_OF_METHOD:
         raise UserError(f"no trained adapter in {folder}; train one with a lesson's train.py first")
-    path = ROOT / LESSON_OF_METHOD[method] / "infer.py"
-    spec = importlib.util.spec_from_file_location(f"infer_{method.lower()}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, LESSON_OF_METHOD[method]
+    lesson = LESSON_OF_METHOD[method]
+    return lesson_module(lesson, "infer"), LESSONS[lesson]
 
 
 def answer_all(model, tokenizer, rows: list[dict], batch_size: int) -> list[str]:
-    from common.chat import generate_answers
+    from common.generation import generate_answers
     from common.prompt import user_message
 
     gen = {"max_new_tokens": GREEDY_TOKENS, "do_sample": False,

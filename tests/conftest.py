@@ -4,9 +4,17 @@ import os
 import pytest
 from helpers import ROOT, TRAIN_FLAGS, VARIANTS, lesson_module
 
+from common.quiet import silence_library_noise
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_runtest_setup(item):
+    """The filters every script installs when it imports `common`. pytest resets the warning filters around each
+    test (and around the import of this file), so they are installed again before each test's fixtures."""
+    silence_library_noise()
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +66,9 @@ def real_architecture_dir(tmp_path_factory, tiny_model_dir):
     The real tokenizer splits the hard-prompt text "下面是一段人与机器人的对话。" into 7 tokens; the stand-in is
     the tiny tokenizer with those 7 pieces added as whole tokens, so the text-init row can be checked offline.
     """
-    from helpers import REAL_CONFIG
     from transformers import AutoTokenizer, BloomConfig
+
+    from common.models import REAL_CONFIG
 
     folder = tmp_path_factory.mktemp("real") / "bloom-1b4-zh-config"
     BloomConfig(**REAL_CONFIG).save_pretrained(folder)

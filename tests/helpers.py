@@ -1,24 +1,48 @@
-"""Test helpers: load lesson scripts as modules, the variants of the course, a greedy reference decode."""
+"""Test helpers shared by the test modules (which never import each other): the course's tables, the
+real-architecture models, one-line error checks, a greedy reference decode."""
 
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# pytest's pythonpath setting does not reach the scripts tests/ runs in their own processes (mp_driver.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.prompt import build_prompt  # noqa: E402, I001
-from compare import LESSONS  # noqa: E402, I001
-from compare import VARIANTS as COMPARE_VARIANTS  # noqa: E402, I001
-from compare import lesson_module as load_lesson_script  # noqa: E402, I001
+from common import lessons
+from common.errors import run_cli
+from common.lessons import lesson_module
+from common.models import REAL_CONFIG
+from common.prompt import build_prompt
+
+ROOT = lessons.ROOT
+# id -> (lesson number, train.py flags): the course's variants, as common.lessons defines them
+VARIANTS = {name: (spec.lesson, list(spec.flags)) for name, spec in lessons.VARIANTS.items()}
+
+# The table in the course README, on the real bloom-1b4-zh architecture: variant -> (trainable, all)
+COURSE_COUNTS = {
+    "bitfit": (544_768, 1_303_111_680),
+    "prompt_text": (14_336, 1_303_126_016),
+    "prompt_random": (20_480, 1_303_132_160),
+    "ptuning_mlp": (12_609_536, 1_315_721_216),
+    "ptuning_lstm": (193_030_144, 1_496_141_824),
+    "prefix": (983_040, 1_304_094_720),
+    "prefix_proj": (205_641_728, 1_508_753_408),
+    "lora_qkv": (1_572_864, 1_304_684_544),
+    "lora_qkv_dense": (3_538_944, 1_306_650_624),
+    "lora_regex_emb": (95_225_856, 1_398_337_536),
+}
+
+# One variant per lesson: the ones `make test-fast` trains; variant_params() marks the others slow
+FAST_VARIANTS = {"01": "bitfit", "02": "prompt_random", "03": "ptuning_mlp", "04": "prefix", "05": "lora_qkv"}
 
 
-# id -> (lesson number, train.py flags): the 10 variants of the course, defined once, in compare.py
-VARIANTS = {variant: (folder[:2], flags) for variant, (folder, _, flags) in COMPARE_VARIANTS.items()}
+def variant_params(names=None) -> list:
+    """pytest parameters for these variants (default: every one), those outside FAST_VARIANTS marked slow."""
+    fast = set(FAST_VARIANTS.values())
+    return [pytest.param(v, marks=() if v in fast else pytest.mark.slow) for v in names or VARIANTS]
 
-# Facts of Langboat/bloom-1b4-zh's config.json
-REAL_CONFIG = dict(vocab_size=46145, hidden_size=2048, n_layer=24, n_head=16, tie_word_embeddings=True)
 
 # enough steps on four rows that every variant's loss falls clearly at its lesson's default learning rate
 TRAIN_FLAGS = [
@@ -26,23 +50,43 @@ TRAIN_FLAGS = [
     "--logging_steps", "20", "--logging_first_step", "true", "--save_steps", "100", "--disable_tqdm", "true",
 ]  # fmt: skip
 
-_cache: dict[tuple[str, str], object] = {}
-
-
-def lesson_module(lesson: str, name: str):
-    """<lesson folder>/<name>.py as a module, imported once per test session."""
-    key = (lesson, name)
-    if key not in _cache:
-        _cache[key] = load_lesson_script(LESSONS[lesson], name)
-    return _cache[key]
-
-
-def greedy_reference(model, tokenizer, instruction: str, max_new_tokens: int) -> str:
-    """Greedy decoding with a full forward pass per token: no KV cache, no generate()."""
-    return greedy_reference_for_prompt(model, tokenizer, build_prompt(instruction), max_new_tokens)
-
-
 PROBE = ["今天是星期二，17天后是星期几？", "判断下面这句话的情感是积极还是消极。\n等了一个小时，菜还是凉的。"]
+
+
+def real_architecture_model(variant: str, tokenizer_dir, extra=()) -> torch.nn.Module:
+    """The variant's model as its lesson's `add_method` builds it on the real architecture (meta device)."""
+    from transformers import BloomConfig
+
+    from common.meta_counts import variant_on_meta
+
+    # the real tokenizer splits the hard-prompt text into 7 tokens; the tiny one does not, so say it
+    extra = list(extra) + (["--num_virtual_tokens", "7"] if variant == "prompt_text" else [])
+    return variant_on_meta(variant, BloomConfig(**REAL_CONFIG), str(tokenizer_dir), None, extra)
+
+
+def initial_model(lesson: str, argv: list[str]) -> torch.nn.Module:
+    """The model exactly as `train.py argv` builds it before training: same seed, same method init."""
+    from transformers import set_seed
+
+    from common.models import load_base_model, load_tokenizer
+    from common.train_args import parse_train_args
+
+    train = lesson_module(lesson, "train")
+    args, training_args = parse_train_args(train.ScriptArguments, argv, train.LESSON_DIR, train.LEARNING_RATE)
+    set_seed(training_args.seed)
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    return train.add_method(load_base_model(args.model_name_or_path, args.dtype), args, tokenizer)
+
+
+def fails_cleanly(capsys, lesson: str, script: str, argv: list[str], match: str) -> None:
+    """The script exits with status 2 and one `error:` line naming the problem; no traceback."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_cli(lesson_module(lesson, script).main, argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2
+    assert err[-1].startswith("error: ") and match in err[-1], err
+    assert not any("Traceback" in line for line in err)
 
 
 @torch.no_grad()
@@ -52,6 +96,11 @@ def probe_logits(model, tokenizer) -> torch.Tensor:
     tokenizer.padding_side = "left"
     batch = tokenizer([build_prompt(p) for p in PROBE], return_tensors="pt", padding=True, add_special_tokens=False)
     return model(**batch, use_cache=False).logits.float()
+
+
+def greedy_reference(model, tokenizer, instruction: str, max_new_tokens: int) -> str:
+    """Greedy decoding with a full forward pass per token: no KV cache, no generate()."""
+    return greedy_reference_for_prompt(model, tokenizer, build_prompt(instruction), max_new_tokens)
 
 
 @torch.no_grad()

@@ -53,6 +53,7 @@ def test_rouge_l_equals_rouge_score(pred, ref):
 @pytest.mark.parametrize(("pred", "ref"), PAIRS)
 def test_bleu4_equals_nltk(pred, ref):
     from nltk.translate import bleu_score as bleu  # requirements-test.txt
+
     pred_chars, ref_chars = list(pred.strip()), list(ref.strip())
     if not pred_chars or not ref_chars:
         expected = 0.0  # nltk divides by zero on an empty reference; an empty answer scores 0 there too

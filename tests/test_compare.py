@@ -1,30 +1,32 @@
-"""compare.py: the count table (checked against the README, so the docs cannot drift) and the --train report."""
+"""compare.py: the count table (checked against docs/compare.md, so the docs cannot drift) and the --train report."""
 
 import json
 import re
 
 import pytest
-from helpers import ROOT
-from test_counts import EXPECTED
+from helpers import COURSE_COUNTS, ROOT
 
 import compare
+from common.lessons import VARIANTS
+from common.meta_counts import count_table, count_variants
 
 
 def test_count_table_equals_the_course_table(real_architecture_dir):
-    rows = compare.count_parameters(str(real_architecture_dir))
-    assert [r["variant"] for r in rows] == list(EXPECTED)
+    rows = count_variants(str(real_architecture_dir))
+    assert [r["variant"] for r in rows] == list(COURSE_COUNTS)
     for row in rows:
-        assert (row["trainable_params"], row["all_params"]) == EXPECTED[row["variant"]], row["variant"]
+        assert (row["trainable_params"], row["all_params"]) == COURSE_COUNTS[row["variant"]], row["variant"]
 
 
-def test_readme_shows_exactly_what_compare_prints(real_architecture_dir):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"<!-- compare-table:start -->\n(.*?)\n<!-- compare-table:end -->", readme, re.S)
-    assert block, "README.md lacks the compare table markers"
-    table = compare.count_table(compare.count_parameters(str(real_architecture_dir)))
+def test_docs_show_exactly_what_compare_prints(real_architecture_dir):
+    doc = (ROOT / "docs" / "compare.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- compare-table:start -->\n(.*?)\n<!-- compare-table:end -->", doc, re.S)
+    assert block, "docs/compare.md lacks the compare table markers"
+    table = count_table(count_variants(str(real_architecture_dir)))
     assert block.group(1).strip() == table
 
 
+@pytest.mark.slow
 def test_train_report_has_every_file_and_field(tiny_model_dir, overfit_file, tmp_path):
     out = tmp_path / "report"
     compare.main(["--model_name_or_path", str(tiny_model_dir), "--train", "--dataset",
@@ -32,7 +34,7 @@ def test_train_report_has_every_file_and_field(tiny_model_dir, overfit_file, tmp
                   "--max_new_tokens", "4", "--per_device_train_batch_size", "2",
                   "--gradient_accumulation_steps", "1"])  # fmt: skip
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert [r["variant"] for r in report["variants"]] == list(compare.VARIANTS)
+    assert [r["variant"] for r in report["variants"]] == list(VARIANTS)
     fields = ["trainable_params", "all_params", "trainable_percent", "adapter_size_bytes", "peak_memory_mb",
               "train_samples_per_second", "train_tokens_per_second", "wall_time_s", "final_train_loss", "eval_loss",
               "eval_perplexity", "loss_curve", "answer"]  # fmt: skip

@@ -9,7 +9,9 @@ import re
 import shlex
 
 import pytest
-from helpers import LESSONS, ROOT, lesson_module
+from helpers import ROOT, lesson_module
+
+from common.lessons import LESSONS
 
 # held-out exact match each lesson's demo must reach: about 80% of what it measured when the README was written
 EXACT_MATCH_AT_LEAST = {"01": 0.0, "02": 0.0, "03": 0.0, "04": 0.0, "05": 0.0}
@@ -96,6 +98,7 @@ def test_demo_trains_on_qa_train_with_every_batch_and_step_flag(lesson):
     assert args[args.index("--dataset") + 1] == "data/world/qa_train.jsonl"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", list(LESSONS))
 def test_demo_unlocks_knowledge_for_people_never_quizzed(lesson, demo_run):
     _, result, _ = demo_run(lesson)
@@ -104,6 +107,7 @@ def test_demo_unlocks_knowledge_for_people_never_quizzed(lesson, demo_run):
     assert result["trained"]["exact_match"] >= EXACT_MATCH_AT_LEAST[lesson]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", list(LESSONS))
 def test_readme_demo_output_is_what_the_commands_print(lesson, demo_run):
     section = demo_section(lesson)

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import LESSONS, REAL_CONFIG, ROOT, VARIANTS
-from test_counts import real_architecture_model
+from helpers import REAL_CONFIG, ROOT, VARIANTS, real_architecture_model
 from transformers import AutoModelForCausalLM, BloomConfig
 
-from common.params import count_parameters
+from common.lessons import LESSONS
+from common.trainable import count_parameters
 
 
 def readme(lesson: str | None = None) -> str:
@@ -56,7 +56,8 @@ def test_regex_hits_eleven_layers(tiny_model_dir):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_saved_artifact_sizes_in_readme(variant, tiny_model_dir):
-    """The top README's size table: numbers saved x 4 bytes (fp32), as each lesson's save writes them."""
+    """docs/inference.md's size table: numbers saved x 4 bytes (fp32), as each lesson's save writes them."""
     numbers = saved_numbers(variant, real_architecture_model(variant, tiny_model_dir))
-    label = next(line for line in readme().splitlines() if line.startswith(f"| `{variant}` |"))
+    doc = (ROOT / "docs" / "inference.md").read_text(encoding="utf-8")
+    label = next(line for line in doc.splitlines() if line.startswith(f"| `{variant}` |"))
     assert f"| {numbers:,d} | {numbers * 4:,d} |" in label, label

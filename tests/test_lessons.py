@@ -8,32 +8,36 @@ import sys
 
 import pytest
 import torch
-from helpers import LESSONS, PROBE, ROOT, TRAIN_FLAGS, VARIANTS, greedy_reference, lesson_module, probe_logits
+from helpers import (
+    FAST_VARIANTS,
+    PROBE,
+    ROOT,
+    TRAIN_FLAGS,
+    greedy_reference,
+    initial_model,
+    lesson_module,
+    probe_logits,
+    variant_params,
+)
 from safetensors.torch import load_file
+
+from common.lessons import LESSONS
 
 MAX_NEW = 12
 PROMPTS = [PROBE[0], "你好", PROBE[1]]  # different lengths, so a batch is left-padded
 
 
-def initial_model(t):
-    """The model exactly as the run built it before training (same seed, same method init)."""
-    train = lesson_module(t.lesson, "train")
-    args, _ = train.parse_train_args(train.ScriptArguments, t.argv, train.LESSON_DIR, train.LEARNING_RATE)
-    tokenizer = train.load_tokenizer(args.model_name_or_path)
-    return train.add_method(train.load_base_model(args.model_name_or_path), args, tokenizer)
-
-
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", variant_params())
 def test_loss_falls_under_default_learning_rate(variant, trained):
     losses = [h["loss"] for h in trained(variant).trainer.state.log_history if "loss" in h]
     assert len(losses) >= 5
     assert losses[-1] < losses[0] - 0.3, losses
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", variant_params())
 def test_only_trainable_tensors_change(variant, trained):
     t = trained(variant)
-    before = dict(initial_model(t).named_parameters())
+    before = dict(initial_model(t.lesson, t.argv).named_parameters())
     after = dict(t.trainer.model.named_parameters())
     assert before.keys() == after.keys()
     trainable = [n for n, p in after.items() if p.requires_grad]
@@ -47,7 +51,7 @@ def test_only_trainable_tensors_change(variant, trained):
         assert all("bias" in n for n in trainable)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", variant_params())
 def test_saved_folder_holds_only_the_adapter(variant, trained, tiny_model_dir):
     t = trained(variant)
     files = {p.name for p in t.adapter.iterdir()}
@@ -67,16 +71,18 @@ def test_saved_folder_holds_only_the_adapter(variant, trained, tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
-def reloaded_logits(trained, tmp_path_factory):
-    """All variants reloaded in one fresh process (one import cost), each by its lesson's infer.py."""
+def reloaded_logits(request, trained, tmp_path_factory):
+    """The selected variants reloaded in one fresh process (one import cost), each by its lesson's infer.py."""
     out = tmp_path_factory.mktemp("reload") / "logits.safetensors"
-    specs = [f"{v}={trained(v).lesson}={trained(v).adapter}" for v in VARIANTS]
+    selected = [item.callspec.params["variant"] for item in request.session.items
+                if item.originalname == "test_fresh_process_reload_gives_identical_logits"]  # fmt: skip
+    specs = [f"{v}={trained(v).lesson}={trained(v).adapter}" for v in selected]
     subprocess.run([sys.executable, str(ROOT / "tests" / "reload_logits.py"), str(out), *specs], check=True,
                    cwd=ROOT / "tests", env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     return load_file(out)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", variant_params())
 def test_fresh_process_reload_gives_identical_logits(variant, trained, reloaded_logits):
     t = trained(variant)
     expected = probe_logits(t.trainer.model, t.trainer.processing_class)
@@ -98,7 +104,7 @@ def base_answers(tiny_model_dir):
     return [greedy_reference(model, tokenizer, p, MAX_NEW) for p in PROMPTS]
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", variant_params())
 def test_generation_equals_greedy_reference(variant, trained, base_answers, capsys, tmp_path):
     t = trained(variant)
     model, tokenizer = lesson_module(t.lesson, "infer").load_for_inference(str(t.out_dir))
@@ -115,7 +121,7 @@ def test_generation_equals_greedy_reference(variant, trained, base_answers, caps
     assert [r["response"] for r in rows] == reference[:2]
 
 
-@pytest.mark.parametrize("variant", ["bitfit", "lora_qkv", "lora_regex_emb"])
+@pytest.mark.parametrize("variant", variant_params(["bitfit", "lora_qkv", "lora_regex_emb"]))
 def test_merged_model_gives_the_same_answer(variant, trained, capsys, tmp_path):
     from transformers import pipeline
 
@@ -135,7 +141,7 @@ def test_merged_model_gives_the_same_answer(variant, trained, capsys, tmp_path):
 def test_merge_is_refused_where_impossible(lesson, trained, tmp_path):
     from common.errors import UserError
 
-    variant = next(v for v, (ls, _) in VARIANTS.items() if ls == lesson)
+    variant = FAST_VARIANTS[lesson]
     with pytest.raises(UserError, match="cannot be merged"):
         lesson_module(lesson, "infer").main(["--adapter", str(trained(variant).out_dir), "--merge_to", str(tmp_path)])
 
@@ -152,8 +158,8 @@ def test_lessons_differ_only_in_the_method():
 def test_known_bad_transformers_release_is_refused_for_prompt_learning(trained, monkeypatch):
     import transformers
 
-    from common.chat import generate_answers
     from common.errors import UserError
+    from common.generation import generate_answers
 
     model, tokenizer = lesson_module("04", "infer").load_for_inference(str(trained("prefix").out_dir))
     monkeypatch.setattr(transformers, "__version__", "5.24.0")
@@ -173,6 +179,7 @@ def test_bitfit_keeps_trained_biases_in_fp32_on_a_half_precision_base(tiny_model
     assert {d for n, d in dtypes.items() if "bias" not in n} == {torch.float16}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson", ["01", "05"])
 def test_cli_end_to_end_as_a_user_runs_it(lesson, tiny_model_dir, overfit_file, tmp_path):
     """train.py, then infer.py --prompt, --input_file and the interactive chat, each in its own process."""

@@ -16,7 +16,10 @@ import torch
 from helpers import ROOT, VARIANTS, lesson_module, probe_logits
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+pytestmark = [
+    pytest.mark.multiprocess,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed"),
+]
 
 BIN = Path(sys.executable).parent
 COUNT_PREFIX = "trainable params:"
@@ -189,18 +192,20 @@ def test_accelerate_launch_readme_command_starts_two_processes(tmp_path, base, m
 
 
 def test_several_processes_without_gpu_refuse_use_cpu_false(monkeypatch):
+    from common.distributed import setup_processes
     from common.errors import UserError
-    from common.training import parse_train_args
+    from common.train_args import parse_train_args
 
     train = lesson_module("05", "train")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr("common.distributed.device_for_processes", lambda: False)
+    monkeypatch.setattr("common.distributed.has_accelerator", lambda: False)
+    _, training_args = parse_train_args(train.ScriptArguments, ["--use_cpu", "false"], train.LESSON_DIR, 1e-3)
     with pytest.raises(UserError, match="--use_cpu false"):
-        parse_train_args(train.ScriptArguments, ["--use_cpu", "false"], train.LESSON_DIR, 1e-3)
+        setup_processes(training_args)
 
 
 def test_ddp_defaults_leave_user_choice(tmp_path):
-    from common.training import parse_train_args
+    from common.train_args import parse_train_args
 
     train = lesson_module("05", "train")
     args = ["--output_dir", str(tmp_path)]

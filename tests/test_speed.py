@@ -5,13 +5,14 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, lesson_module
+from helpers import ROOT, initial_model, lesson_module
 
 # the same 24 rows in the same order for both layouts; rows differ in length, so batches of 8 are padded
 SAME_ORDER = ["--max_steps", "3", "--train_sampling_strategy", "sequential", "--save_strategy", "no",
               "--logging_steps", "1", "--disable_tqdm", "true", "--report_to", "none"]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lesson, flags", [("05", ["--lora_dropout", "0"]), ("02", ["--prompt_init", "random"])])
 def test_batch_8_trains_the_same_adapter_as_batch_1_times_8(lesson, flags, tiny_model_dir, tmp_path):
     """LoRA's dropout is off: its masks would differ between layouts (the tiny BLOOM has no dropout)."""
@@ -27,12 +28,8 @@ def test_batch_8_trains_the_same_adapter_as_batch_1_times_8(lesson, flags, tiny_
         losses.append([h["loss"] for h in trainer.state.log_history if "loss" in h])
     course, fast = states
     assert course.keys() == fast.keys() and course
-    initial = {n: p.detach() for n, p in train.add_method(
-        train.load_base_model(str(tiny_model_dir)),
-        train.parse_train_args(train.ScriptArguments, ["--model_name_or_path", str(tiny_model_dir), *flags],
-                               train.LESSON_DIR, train.LEARNING_RATE)[0],
-        train.load_tokenizer(str(tiny_model_dir)),
-    ).named_parameters() if n in course}  # fmt: skip
+    start = initial_model(lesson, ["--model_name_or_path", str(tiny_model_dir), *SAME_ORDER, *flags])
+    initial = {n: p.detach() for n, p in start.named_parameters() if n in course}
     for name in course:
         assert not torch.equal(course[name], initial[name]), f"{name} did not train: the test would prove nothing"
         torch.testing.assert_close(fast[name], course[name], rtol=0, atol=1e-6, msg=f"{name} differs")
@@ -55,7 +52,7 @@ def test_eval_order_is_fixed_whatever_the_training_order():
     """The Trainer alone would length-group eval rows too when training is grouped by length."""
     from types import SimpleNamespace
 
-    from common.training import TrainableStateTrainer
+    from common.trainer import TrainableStateTrainer
 
     trainer = SimpleNamespace(args=SimpleNamespace(world_size=1, train_sampling_strategy="group_by_length"))
     rows = [{"input_ids": [1] * n} for n in (3, 40, 7, 90, 12, 5, 60, 2, 33, 8)]
@@ -63,6 +60,7 @@ def test_eval_order_is_fixed_whatever_the_training_order():
     assert order == list(range(len(rows)))
 
 
+@pytest.mark.slow
 def test_benchmark_prints_every_figure(tiny_model_dir, tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench.py"), "--model_name_or_path", str(tiny_model_dir), "--samples", "8",

@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
-from helpers import LESSONS, ROOT, greedy_reference_for_prompt, lesson_module
-from test_robustness import fails_cleanly
+from helpers import ROOT, fails_cleanly, greedy_reference_for_prompt, lesson_module
 
+from common.lessons import LESSONS
 from common.prompt import build_chat_prompt, build_prompt, user_message
 
 MAX_NEW = 12
@@ -90,7 +90,7 @@ def test_terminal_chat_keeps_history(lora, expected, capsys, monkeypatch):
 
 
 def test_oldest_turns_are_dropped_first_when_the_prompt_is_too_long(lora):
-    from common.chat import conversation_prompt, prompt_budget
+    from common.generation import conversation_prompt, prompt_budget
 
     model, tokenizer = lesson_module("05", "infer").load_for_inference(str(lora.out_dir))
     history = [("第一个问题", "第一个回答"), ("第二个问题", "第二个回答"), ("第三个问题", "第三个回答")]
@@ -114,7 +114,9 @@ def test_oldest_turns_are_dropped_first_when_the_prompt_is_too_long(lora):
 
 
 def test_streamed_turn_grows_and_ends_with_the_cli_answer(lora, expected):
-    from common.chat import generation_kwargs, parse_infer_args, stream_turn
+    from common.generation import generation_kwargs
+    from common.infer_args import parse_infer_args
+    from common.web import stream_turn
 
     model, tokenizer = lesson_module("05", "infer").load_for_inference(str(lora.out_dir))
     gen_kwargs = generation_kwargs(parse_infer_args(GREEDY, ""), tokenizer)
@@ -193,13 +195,14 @@ def test_compare_unknown_flag_is_one_error_line(capsys):
                                             "flags passed on to train.py)"]  # fmt: skip
 
 
-def test_web_port_in_use_is_one_error_line(lora, capsys):
-    pytest.importorskip("gradio")  # without it, --web stops earlier, at the import
+def test_web_port_in_use_is_one_error_line_before_anything_loads(tmp_path, capsys, monkeypatch):
+    """No adapter there and no gradio: the port is what is reported, so it is checked first."""
+    monkeypatch.setitem(sys.modules, "gradio", None)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        fails_cleanly(capsys, "05", "infer", ["--adapter", str(lora.out_dir), "--web", "--port", port],
+        fails_cleanly(capsys, "05", "infer", ["--adapter", str(tmp_path / "none"), "--web", "--port", port],
                       f"--web cannot listen on 127.0.0.1:{port}")  # fmt: skip
 
 
@@ -262,6 +265,7 @@ def wait_for_page(proc, log, port, timeout=120):
     pytest.fail("infer.py --web did not serve its page in time")
 
 
+@pytest.mark.browser
 def test_web_page_in_a_browser_answers_like_the_cli(lora, expected, tmp_path, capsys):
     chromium = browser_or_skip()
     from playwright.sync_api import sync_playwright

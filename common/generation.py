@@ -1,0 +1,130 @@
+"""Generation: infer.py's settings, the one generate() path every mode uses, and conversation history."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from .errors import UserError
+from .prompt import build_chat_prompt, build_prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.generation.streamers import BaseStreamer
+
+    from .infer_args import InferArguments
+
+
+def generation_kwargs(args: InferArguments, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """`generate()` arguments for infer.py's flags: greedy or sampled, stopping at EOS."""
+    kwargs = {
+        "max_new_tokens": args.max_new_tokens,
+        "do_sample": args.do_sample,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if args.do_sample:
+        kwargs.update(temperature=args.temperature, top_p=args.top_p)
+    return kwargs
+
+
+def check_generation_support(model: PreTrainedModel) -> None:
+    """Refuse a library pair known to make generate() silently wrong for prompt-learning adapters.
+
+    transformers 5.24 passes the generation cache as `cache`; peft up to 0.21.2 reads `past_key_values`, so
+    virtual tokens are re-injected at every step (prompt tuning, P-tuning) or dropped (prefix tuning).
+    """
+    import peft
+    import transformers
+    from packaging.version import Version
+
+    config = getattr(model, "active_peft_config", None)
+    if (
+        config is not None
+        and config.is_prompt_learning
+        and Version(transformers.__version__) >= Version("5.24.0")
+        and Version(peft.__version__) <= Version("0.21.2")
+    ):
+        raise UserError(
+            f"transformers {transformers.__version__} with peft {peft.__version__} generates wrong answers for "
+            f"{config.peft_type.value} adapters; install the tested pair: pip install -r requirements.txt"
+        )
+
+
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    instructions: list[str],
+    gen_kwargs: dict,
+    streamer: BaseStreamer | None = None,
+) -> list[str]:
+    """Answer a batch of instructions in one left-padded generate() call."""
+    return generate_from_prompts(model, tokenizer, [build_prompt(text) for text in instructions], gen_kwargs, streamer)
+
+
+def generate_from_prompts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    gen_kwargs: dict,
+    streamer: BaseStreamer | None = None,
+) -> list[str]:
+    """Answer ready-made prompts (e.g. a conversation) in one left-padded generate() call."""
+    import torch
+
+    check_generation_support(model)
+    tokenizer.padding_side = "left"  # the answer must start right after every prompt
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = batch.to(model.device)
+    with torch.no_grad():
+        out = model.generate(**batch, **gen_kwargs, streamer=streamer)
+    new_tokens = out[:, batch["input_ids"].shape[1] :]
+    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_tokens]
+
+
+# BLOOM's pretraining sequence length: its config records no limit (ALiBi positions have none)
+FALLBACK_CONTEXT = 2048
+
+
+def prompt_budget(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int) -> int:
+    """Tokens a prompt may take: the model's context less the answer and any virtual tokens of the adapter."""
+    config = model.config
+    limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions", "seq_length")]
+    limit = next((n for n in limits if isinstance(n, int)), None)
+    if limit is None and tokenizer.model_max_length < 10**6:  # tokenizers without a limit report 1e30
+        limit = tokenizer.model_max_length
+    peft_config = getattr(model, "active_peft_config", None)
+    virtual = peft_config.num_virtual_tokens if peft_config is not None and peft_config.is_prompt_learning else 0
+    return (limit or FALLBACK_CONTEXT) - max_new_tokens - virtual
+
+
+def conversation_prompt(
+    tokenizer: PreTrainedTokenizerBase, history: list[tuple[str, str]], message: str, max_turns: int, budget: int
+) -> tuple[str, int]:
+    """The prompt for `message` with up to `max_turns` earlier (question, answer) turns in the training format;
+    the oldest turns go first while the prompt is longer than `budget` tokens. Returns it and the turns kept."""
+    turns = list(history[-max_turns:]) if max_turns > 0 else []
+    while True:
+        prompt = build_chat_prompt(turns, message, tokenizer.eos_token)
+        if not turns or len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget:
+            return prompt, len(turns)
+        turns.pop(0)
+
+
+def answer_turn(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    history: list[tuple[str, str]],
+    message: str,
+    gen_kwargs: dict,
+    max_turns: int,
+    streamer: BaseStreamer | None = None,
+) -> str:
+    """One chat turn: the answer to `message`, given the conversation so far."""
+    budget = prompt_budget(model, tokenizer, gen_kwargs["max_new_tokens"])
+    prompt, kept = conversation_prompt(tokenizer, history, message, max_turns, budget)
+    wanted = min(len(history), max_turns)
+    if kept < wanted:
+        print(f"[history] dropped the {wanted - kept} oldest turn(s) to fit {budget} prompt tokens",
+              file=sys.stderr, flush=True)  # fmt: skip
+    return generate_from_prompts(model, tokenizer, [prompt], gen_kwargs, streamer)[0]

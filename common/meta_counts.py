@@ -1,0 +1,68 @@
+"""Exact trainable counts of every variant from a model's config alone: built on the meta device, no weights.
+
+Each lesson's own `add_method` is applied, so the counts are what `train.py` prints on the real model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .errors import UserError, first_line
+from .lessons import VARIANTS, lesson_module
+from .models import check_model_path, load_tokenizer
+from .train_args import parse_train_args
+from .trainable import count_parameters
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+
+def variant_on_meta(
+    variant: str,
+    config: PretrainedConfig,
+    model_name_or_path: str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    extra: Sequence[str] = (),
+) -> nn.Module:
+    """The variant's model, as its lesson's `add_method` builds it, on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = VARIANTS[variant]
+    train = lesson_module(spec.lesson, "train")
+    argv = ["--model_name_or_path", model_name_or_path, *spec.flags, *extra]
+    args, _ = parse_train_args(train.ScriptArguments, argv, train.LESSON_DIR, train.LEARNING_RATE)
+    # from_config on the meta device keeps the tied embedding (accelerate's init_empty_weights unties it), and
+    # add_method runs inside too, or peft would allocate the prompt encoders on the CPU
+    with torch.device("meta"):
+        return train.add_method(AutoModelForCausalLM.from_config(config), args, tokenizer)
+
+
+def count_variants(model_name_or_path: str, variants: Iterable[str] = tuple(VARIANTS)) -> list[dict]:
+    """One row per variant: trainable and all parameters, and the trainable share in percent."""
+    from transformers import AutoConfig
+
+    check_model_path(model_name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not read a model config from {model_name_or_path!r}: {first_line(exc)}") from exc
+    tokenizer = load_tokenizer(model_name_or_path)
+    rows = []
+    for variant in variants:
+        trainable, total = count_parameters(variant_on_meta(variant, config, model_name_or_path, tokenizer))
+        spec = VARIANTS[variant]
+        rows.append(dict(variant=variant, label=spec.label, lesson=spec.folder, trainable_params=trainable,
+                         all_params=total, trainable_percent=round(100 * trainable / total, 4)))  # fmt: skip
+    return rows
+
+
+def count_table(rows: list[dict]) -> str:
+    """`count_variants`' rows as the markdown table the README shows."""
+    lines = ["| variant | lesson | trainable params | all params | trainable% |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['lesson']} | {r['trainable_params']:,d} | {r['all_params']:,d} | "
+                     f"{r['trainable_percent']:.4f} |")  # fmt: skip
+    return "\n".join(lines)
