@@ -5,10 +5,11 @@
                                           # tokens of the init text), no weights
     python compare.py --train --dataset data/alpaca_sample_zh.json --max_steps 100
                                           # train every variant, then write report.md / report.json / plots
-    python compare.py --train --model_name_or_path models/mini-bloom-zh --dataset data/world/qa_train.jsonl \
-        --eval_dataset data/world/qa_test.jsonl --held_out_text data/world/bios_held_out.jsonl \
-        --lr_factors 0.3 1 3 10 --max_steps 300 --output_dir docs/mini_world_report
-                                          # the mini world: answers scored on held-out people, a rate sweep
+    OMP_NUM_THREADS=1 python compare.py --train --model_name_or_path models/mini-bloom-zh \
+        --dataset data/world/qa_train.jsonl --eval_dataset data/world/qa_test.jsonl \
+        --held_out_text data/world/bios_held_out.jsonl --lr_factors 0.3 1 3 10 30 --max_steps 300 --jobs 2 \
+        --output_dir docs/mini_world_report --per_device_train_batch_size 8 --gradient_accumulation_steps 1
+                                          # the mini world: a learning-rate sweep scored on held-out people
 
 Unknown flags are passed on to every train.py (e.g. --bf16, --per_device_train_batch_size 4).
 """
@@ -17,6 +18,7 @@ import argparse
 import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -72,9 +74,10 @@ def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_di
     cmd = train_command(variant, cmd_args, train_file, eval_file, run_dir, passthrough, lr)
     logging_steps = max(1, cmd_args.max_steps // 20)
     record = run_dir / RUN_RECORD
+    key = ["<run_dir>" if a == str(run_dir) else a for a in cmd[1:]]  # the folder may move; the run is the same
     if record.is_file() and (run_dir / "adapter").is_dir():
         saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved["command"] == cmd[1:]:
+        if saved["command"] == key:
             print(f"[{index}/{total} {variant}] reusing the finished run in {run_dir}", file=sys.stderr, flush=True)
             return saved["figures"]
     start = time.time()
@@ -113,7 +116,7 @@ def train_variant(variant, index, total, cmd_args, train_file, eval_file, run_di
         wall_time_s=round(wall, 1), final_train_loss=curve[-1][1] if curve else metrics["train_loss"],
         eval_loss=metrics["eval_loss"], eval_perplexity=metrics["eval_perplexity"], loss_curve=curve,
     )  # fmt: skip
-    record.write_text(json.dumps({"command": cmd[1:], "figures": figures}, ensure_ascii=False), encoding="utf-8")
+    record.write_text(json.dumps({"command": key, "figures": figures}, ensure_ascii=False), encoding="utf-8")
     return figures
 
 
@@ -313,7 +316,12 @@ def write_answer_report(rows: list[dict], base: dict, out_dir: Path, cmd_args, p
         "Greedy answers; exact match after stripping; ROUGE-L and BLEU-4 on characters. "
         + ("Forgetting: the adapter's LM loss on held-out biographies minus the base model's "
            f"({base['lm_loss']:.3f}). " if forgetting else "")
-        + f"Times from one CPU run with {torch.get_num_threads()} torch threads.",
+        + f"Train s is the wall time of each whole training process, {cmd_args.jobs} at a time on "
+        f"{os.cpu_count()} CPU cores with {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} torch "
+        f"thread(s) each, on a machine that also ran other work (1-minute load {os.getloadavg()[0]:.1f} when the "
+        "report was written): compare times only within this report.",
+        "",
+        f"Command: `python compare.py {shlex.join(cmd_args.argv)}`",
         "",
         f"Base model without training: exact match {base['exact_match']:.1%}, ROUGE-L {base['rouge_l']:.1%}.",
         "",
@@ -373,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default=str(ROOT / "compare_report"), help="where --train writes")
     args, passthrough = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if passthrough and not args.train:
         raise UserError(
             f"unrecognized arguments: {' '.join(passthrough)} (only with --train are extra flags passed on to train.py)"

@@ -46,8 +46,8 @@ def answer_all(model, tokenizer, rows: list[dict], batch_size: int) -> list[str]
 
 def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int = 64) -> dict:
     from common.answer_metrics import lm_loss, score_answers
-    from common.chat import artifact_base, resolve_adapter
-    from common.training import load_base_model
+    from common.artifacts import artifact_base, resolve_adapter
+    from common.models import load_base_model
 
     folder = Path(adapter)
     folder = folder / "adapter" if (folder / "adapter").is_dir() else folder
