@@ -19,36 +19,14 @@ from .generate import WORLD_DIR, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models" / "mini-bloom-zh"
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]  # ids 0-3, as in bloom-1b4-zh
 
 
 def build_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE in which every CJK character and every digit is its own pre-token.
+    """Byte-level BPE in which every CJK character and every digit is its own pre-token, so that
+    "王安宁毕业于" at the end of a prompt splits exactly as it does inside a biography."""
+    from common.tiny_model import train_byte_bpe
 
-    Plain byte-level BPE merges across runs of Chinese characters, so "王安宁毕业于" at the end of a prompt would
-    split differently from the same characters inside a biography; isolated characters keep tokens stable."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]|\d"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        padding_side="left",
-    )  # fmt: skip
+    return train_byte_bpe(texts, vocab_size, isolate_cjk=True)
 
 
 def batches(encoded: list[list[int]], batch_size: int, pad_id: int, generator):
@@ -89,16 +67,11 @@ def pretrain(args) -> dict:
     import torch
     from transformers import BloomConfig, BloomForCausalLM
 
-    from common.prompt import build_prompt
-
-    from .probe import knowledge_probe, qa_exact_match
+    from .probe import knowledge_probe, qa_exact_match, world_texts
 
     world = Path(args.world_dir)
     bios = [row["text"] for row in read_jsonl(world / "bios.jsonl")]
-    qa = read_jsonl(world / "qa_train.jsonl") + read_jsonl(world / "qa_test.jsonl")
-    # the tokenizer learns the question format's characters too, so fine-tuning text needs no byte fallback;
-    # the model itself never trains on it
-    tokenizer = build_tokenizer(bios + [build_prompt(r["instruction"]) + r["output"] for r in qa], args.vocab_size)
+    tokenizer = build_tokenizer(world_texts(world), args.vocab_size)
     eos = tokenizer.eos_token_id
     encoded = [tokenizer(t)["input_ids"] + [eos] for t in bios]
     config = BloomConfig(

@@ -2,7 +2,18 @@
 
 from common.prompt import build_prompt
 
-from .generate import ATTRIBUTES, PROBE_PREFIX
+from .generate import ATTRIBUTES, PROBE_PREFIX, read_jsonl
+
+
+def world_texts(world_dir) -> list[str]:
+    """What the tokenizer is trained on: the biographies, and the questions in the course's prompt format (so
+    fine-tuning text needs no byte fallback). The model itself pretrains on the biographies only."""
+    from pathlib import Path
+
+    world = Path(world_dir)
+    qa = read_jsonl(world / "qa_train.jsonl") + read_jsonl(world / "qa_test.jsonl")
+    bios = [row["text"] for row in read_jsonl(world / "bios.jsonl")]
+    return bios + [build_prompt(r["instruction"]) + r["output"] for r in qa]
 
 
 def greedy_continuations(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64):

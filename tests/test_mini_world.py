@@ -77,3 +77,29 @@ def test_mini_model_cannot_answer_questions_before_fine_tuning(mini):
 
     model, tokenizer = mini
     assert qa_exact_match(model, tokenizer, read_jsonl(WORLD_DIR / "qa_test.jsonl"))["exact_match"] <= 0.05
+
+
+def test_pretrain_builds_the_committed_tokenizer(mini):
+    from mini_world.pretrain import build_tokenizer
+    from mini_world.probe import world_texts
+
+    _, committed = mini
+    rebuilt = build_tokenizer(world_texts(WORLD_DIR), vocab_size=1000)
+    assert rebuilt.get_vocab() == committed.get_vocab()
+
+
+def test_pretrain_command_writes_model_and_card(tmp_path):
+    from mini_world.generate import write_world
+    from mini_world.pretrain import build_parser, pretrain
+
+    settings = {"n_people": 4, "n_bios": 2, "seed": 1}
+    write_world(generate(**settings), settings, tmp_path / "world")
+    args = build_parser().parse_args(["--world_dir", str(tmp_path / "world"), "--out_dir", str(tmp_path / "model"),
+                                      "--hidden_size", "32", "--n_head", "2", "--n_layer", "1", "--epochs", "2",
+                                      "--warmup_steps", "1"])  # fmt: skip
+    summary = pretrain(args)
+    card = (tmp_path / "model" / "README.md").read_text(encoding="utf-8")
+    assert "--hidden_size 32" in card and "--n_people 4 --n_bios 2 --seed 1" in card
+    assert f"{summary['probe_accuracy']:.1%}" in card
+    assert len(summary["log"]) == 2 and summary["log"][1]["loss"] < summary["log"][0]["loss"]
+    assert (tmp_path / "model" / "model.safetensors").is_file()
