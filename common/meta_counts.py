@@ -5,6 +5,8 @@ Each lesson's own `add_method` is applied, so the counts are what `train.py` pri
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -36,7 +38,8 @@ def variant_on_meta(
     args, _ = parse_train_args(train.ScriptArguments, argv, train.LESSON_DIR, train.LEARNING_RATE)
     # from_config on the meta device keeps the tied embedding (accelerate's init_empty_weights unties it), and
     # add_method runs inside too, or peft would allocate the prompt encoders on the CPU
-    with torch.device("meta"):
+    # the lessons' own progress lines (LoRA's chosen targets) would interleave with compare.py's table
+    with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):
         return train.add_method(AutoModelForCausalLM.from_config(config), args, tokenizer)
 
 
