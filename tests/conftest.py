@@ -76,3 +76,38 @@ def real_architecture_dir(tmp_path_factory, tiny_model_dir):
     tokenizer.add_tokens(["下面是", "一段", "人与", "机器人", "的", "对话", "。"])
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory):
+    """arch -> folder of a tiny random Qwen2 (GQA, q/k/v biases), Qwen3 or Llama with the tiny BLOOM's
+    tokenizer, each built once per session from its config class."""
+    from common.tiny_model import build_tiny_other_model
+
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            cache[arch] = build_tiny_other_model(tmp_path_factory.mktemp("tiny") / f"tiny-{arch}", arch)
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def trained_other(other_model_dir, overfit_file, tmp_path_factory):
+    """(arch, variant, extra flags) -> Trained: a course variant trained on a non-BLOOM tiny model, once."""
+    cache = {}
+
+    def get(arch, variant, extra=()):
+        key = (arch, variant, tuple(extra))
+        if key not in cache:
+            lesson, flags = VARIANTS[variant]
+            out_dir = tmp_path_factory.mktemp(f"{arch}-{variant}") / "output"
+            argv = ["--model_name_or_path", str(other_model_dir(arch)), "--dataset", str(overfit_file),
+                    "--output_dir", str(out_dir), *TRAIN_FLAGS, *flags, *extra]  # fmt: skip
+            trainer = lesson_module(lesson, "train").main(argv)
+            cache[key] = Trained(variant, trainer, out_dir, argv)
+        return cache[key]
+
+    return get
