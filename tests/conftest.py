@@ -111,3 +111,22 @@ def trained_other(other_model_dir, overfit_file, tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def other_real_architecture_dirs(tmp_path_factory, real_architecture_dir):
+    """name -> folder with the published config.json values of Qwen2.5-0.5B / Qwen3-0.6B (no weights) and the
+    same stand-in tokenizer as real_architecture_dir (their real tokenizers are not available offline)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from common.meta_counts import OTHER_REAL_CONFIGS
+
+    tokenizer = AutoTokenizer.from_pretrained(real_architecture_dir)
+    folders = {}
+    for name, values in OTHER_REAL_CONFIGS.items():
+        folder = tmp_path_factory.mktemp("real") / name.split("/")[-1]
+        values = dict(values)
+        AutoConfig.for_model(values.pop("model_type"), **values).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[name] = folder
+    return folders

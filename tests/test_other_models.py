@@ -115,3 +115,40 @@ def test_lora_merge_and_pipeline_give_the_same_answer(arch, trained_other, capsy
     pipe = pipeline("text-generation", model=str(tmp_path / "merged"), device="cpu")
     out = pipe(build_prompt(PROMPTS[0]), max_new_tokens=MAX_NEW, do_sample=False, return_full_text=False)
     assert out[0]["generated_text"].strip() == reference
+
+
+# the variants that apply to every architecture, in the order docs/other_models.md shows them
+DOC_VARIANTS = ["bitfit", *GENERIC]
+
+
+def test_docs_show_exactly_what_compare_prints_for_other_architectures(other_real_architecture_dirs):
+    """docs/other_models.md's tables are count_table(count_variants(...)): what compare.py prints."""
+    import re
+
+    from helpers import ROOT
+
+    from common.meta_counts import count_table, count_variants
+
+    doc = (ROOT / "docs" / "other_models.md").read_text(encoding="utf-8")
+    for name, folder in other_real_architecture_dirs.items():
+        marker = f"<!-- other-table:{re.escape(name)}"
+        block = re.search(rf"{marker}:start -->\n(.*?)\n{marker}:end -->", doc, re.S)
+        assert block, f"docs/other_models.md lacks the {name} table markers"
+        assert block.group(1).strip() == count_table(count_variants(str(folder), DOC_VARIANTS))
+
+
+def test_hand_derivations_of_the_gqa_prefix_and_the_bias_count(other_real_architecture_dirs):
+    from common.meta_counts import OTHER_REAL_CONFIGS, count_variants
+
+    for name, folder in other_real_architecture_dirs.items():
+        c = OTHER_REAL_CONFIGS[name]
+        head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+        rows = {r["variant"]: r for r in count_variants(str(folder), ["bitfit", "prefix"])}
+        assert (
+            rows["prefix"]["trainable_params"] == 2 * c["num_hidden_layers"] * 10 * c["num_key_value_heads"] * head_dim
+        )
+        if c["model_type"] == "qwen2":  # q has heads x head_dim biases, k and v kv_heads x head_dim each
+            per_layer = (c["num_attention_heads"] + 2 * c["num_key_value_heads"]) * head_dim
+            assert rows["bitfit"]["trainable_params"] == c["num_hidden_layers"] * per_layer == 27_648
+        else:
+            assert rows["bitfit"]["trainable_params"] is None and "no bias" in rows["bitfit"]["refused"]
