@@ -16,7 +16,7 @@ ARCHS = ("qwen2", "qwen3", "llama")
 # lora_qkv_dense and lora_regex_emb name BLOOM's modules
 GENERIC = ["prompt_text", "prompt_random", "ptuning_mlp", "ptuning_lstm", "prefix", "prefix_proj", "lora_qkv"]
 # one case per architecture stays in `make test-fast`; GQA's prefix and LoRA's default targets among them
-FAST = {("qwen2", "prefix"), ("qwen3", "lora_qkv"), ("llama", "prompt_text"), ("qwen2", "bitfit")}
+FAST = {("qwen2", "prefix"), ("qwen3", "lora_qkv"), ("llama", "prompt_text")}
 
 
 def cases():
@@ -56,8 +56,10 @@ def test_variant_trains_reloads_and_generates_like_the_greedy_reference(arch, va
     assert [r["response"] for r in rows] == reference[:2]
 
 
-def test_bitfit_trains_exactly_qwen2s_qkv_biases(trained_other):
-    model = trained_other("qwen2", "bitfit").trainer.model
+def test_bitfit_trains_exactly_qwen2s_qkv_biases(other_model_dir):
+    from helpers import initial_model
+
+    model = initial_model("01", ["--model_name_or_path", str(other_model_dir("qwen2"))])
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     assert {n.rsplit(".", 2)[-2] for n in trainable} == {"q_proj", "k_proj", "v_proj"}
     cfg = model.config  # per layer: q has heads x head_dim, k and v have kv_heads x head_dim
@@ -104,7 +106,7 @@ def test_lora_default_and_all_linear_targets_are_printed(arch, other_model_dir, 
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # not lm_head
 
 
-@pytest.mark.parametrize("arch", [pytest.param("llama"), pytest.param("qwen2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", ["qwen3", pytest.param("qwen2", marks=pytest.mark.slow)])
 def test_lora_merge_and_pipeline_give_the_same_answer(arch, trained_other, capsys, tmp_path):
     from transformers import pipeline
 
@@ -152,3 +154,35 @@ def test_hand_derivations_of_the_gqa_prefix_and_the_bias_count(other_real_archit
             assert rows["bitfit"]["trainable_params"] == c["num_hidden_layers"] * per_layer == 27_648
         else:
             assert rows["bitfit"]["trainable_params"] is None and "no bias" in rows["bitfit"]["refused"]
+
+
+def by_hand_cases():
+    pairs = [(arch, v) for arch in ARCHS for v in GENERIC] + [("qwen2", "bitfit")]
+    return [pytest.param(a, v, id=f"{a}-{v}") for a, v in pairs]
+
+
+@pytest.mark.parametrize(("arch", "variant"), by_hand_cases())
+def test_from_scratch_equals_peft_counts_logits_loss_and_gradients(arch, variant, other_model_dir):
+    """Each lesson's hand-made method on GQA models (for prefix tuning: the key/value-head cache layout)."""
+    from helpers import ROOT, VARIANTS
+
+    from common.check_by_hand import TOLERANCE, check, parse_args, trainable_by_plain_name
+    from common.lessons import LESSONS
+
+    lesson, flags = VARIANTS[variant]
+    module = lesson_module(lesson, "from_scratch")
+    args = parse_args(ROOT / LESSONS[lesson], ["--model_name_or_path", str(other_model_dir(arch)), *flags], None)
+    result = check(module.LESSON_DIR, module.by_hand, module.copy_values, args)
+    assert result.ok, (result.hand_count, result.reference_count, result.max_diff)
+    losses = []
+    for model in (result.hand, result.reference):
+        model.zero_grad()
+        loss = model(**result.batch).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert abs(losses[0] - losses[1]) <= TOLERANCE
+    hand, reference = trainable_by_plain_name(result.hand), trainable_by_plain_name(result.reference)
+    assert hand.keys() == reference.keys()
+    for name, p in hand.items():
+        assert p.grad is not None and p.grad.abs().max() > 0, name
+        assert (p.grad - reference[name].grad).abs().max().item() <= TOLERANCE, name
