@@ -25,7 +25,7 @@ from common.errors import run_cli
 from common.metrics import finish_training
 from common.models import load_base_model, load_tokenizer
 from common.train_args import BaseScriptArguments, parse_train_args
-from common.trainable import print_trainable_parameters, trainable_state
+from common.trainable import print_trainable_parameters, require_biases, trainable_state
 from common.trainer import TrainableStateTrainer, resume_checkpoint
 
 LEARNING_RATE = 1e-3
@@ -40,8 +40,9 @@ class ScriptArguments(BaseScriptArguments):
 # ---------------------------------------------------------------- 5. method
 def add_method(model, args: ScriptArguments, tokenizer):
     """BitFit freezes every weight and trains only the bias vectors (of Linear and LayerNorm layers alike):
-    well under 0.1% of the model. No new modules, no peft: we just choose what gets gradients. Trained
-    biases are kept in fp32, since an optimizer cannot update fp16 master weights.
+    well under 0.1% of the model; every bias the model has (Qwen2: only the q/k/v projections). No new
+    modules, no peft: we just choose what gets gradients. Trained biases are kept in fp32, since an optimizer
+    cannot update fp16 master weights.
 
     Input:  x of shape (B, T, in) entering each Linear or LayerNorm
     Output: the same layer's output with its trained bias b (shape (out,)) added: W x + b, (B, T, out)"""
@@ -49,6 +50,7 @@ def add_method(model, args: ScriptArguments, tokenizer):
         param.requires_grad = "bias" in name
         if param.requires_grad:
             param.data = param.data.float()
+    require_biases(model)  # Llama, Qwen3: no bias anywhere, a clear error instead of training nothing
     return model
 
 

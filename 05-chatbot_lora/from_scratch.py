@@ -64,11 +64,17 @@ def swap(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def by_hand(model: nn.Module, args, tokenizer=None) -> nn.Module:
+    if args.target_modules is None:  # train.py's default: peft's list for the architecture (a table, not code)
+        from common.targets import default_target_modules
+
+        targets = default_target_modules(model)
+    else:
+        targets = args.target_modules
     model.requires_grad_(False)
     for name, module in list(model.named_modules()):
         if name.rpartition(".")[2] in (args.modules_to_save or []):
             swap(model, name, ModulesToSave(module))
-        elif isinstance(module, nn.Linear) and is_target(name, args.target_modules):
+        elif isinstance(module, nn.Linear) and is_target(name, targets):
             swap(model, name, LoRALinear(module, args.lora_r, args.lora_alpha, args.lora_dropout))
     return model
 

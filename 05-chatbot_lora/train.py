@@ -23,7 +23,7 @@ from common.distributed import setup_processes
 from common.errors import run_cli
 from common.metrics import finish_training
 from common.models import load_base_model, load_tokenizer
-from common.targets import explain_missing_targets, peft_target_modules
+from common.targets import choose_target_modules, explain_missing_targets
 from common.train_args import BaseScriptArguments, parse_train_args
 from common.trainer import TrainableStateTrainer, resume_checkpoint
 
@@ -33,11 +33,12 @@ LEARNING_RATE = 2e-4
 # ---------------------------------------------------------------- 1. config
 @dataclass
 class ScriptArguments(BaseScriptArguments):
-    target_modules: list[str] = field(
-        default_factory=lambda: ["query_key_value"],
+    target_modules: list[str] | None = field(
+        default=None,
         metadata={
-            "help": "Layers to adapt: module names (suffix match), or one regex matched against full names, "
-            "e.g. '.*\\.1.*query_key_value'."
+            "help": "Layers to adapt: module names (suffix match), one regex matched against full names "
+            "(e.g. '.*\\.1.*query_key_value'), or all-linear. Default: peft's choice for the architecture "
+            "(BLOOM: query_key_value; Qwen2, Qwen3, Llama: q_proj v_proj)."
         },
     )
     modules_to_save: list[str] | None = field(
@@ -54,11 +55,11 @@ def add_method(model, args: ScriptArguments, tokenizer):
     B starts at zero, so training starts from the base model exactly; after training B @ A can be
     merged into W, so inference costs nothing extra.
 
-    Input:  x of shape (B, T, in) entering each targeted Linear (query_key_value: in = h, out = 3*h)
+    Input:  x of shape (B, T, in) entering each targeted Linear (BLOOM's query_key_value: in = h, out = 3*h)
     Output: W x + (alpha / r) * B(A(dropout(x))), shape (B, T, out); A x is only (B, T, r)"""
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
-        target_modules=peft_target_modules(args.target_modules),  # one value with regex syntax: a regex
+        target_modules=choose_target_modules(model, args.target_modules),  # default: peft's, per architecture
         modules_to_save=args.modules_to_save,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,

@@ -144,6 +144,15 @@ def _check_dimensions(folder: Path, model: PreTrainedModel) -> None:
     if not config_file.is_file():
         return
     saved = json.loads(config_file.read_text(encoding="utf-8"))
-    for key, attr in (("token_dim", "hidden_size"), ("num_layers", "num_hidden_layers")):
-        if saved.get(key) is not None and saved[key] != getattr(model.config, attr, saved[key]):
-            raise ValueError(f"adapter {key} = {saved[key]}, model {attr} = {getattr(model.config, attr)}")
+    cfg = model.config
+    widths = {getattr(cfg, "hidden_size", saved.get("token_dim"))}
+    if saved.get("peft_type") == "PREFIX_TUNING" and getattr(cfg, "num_key_value_heads", None):
+        # with grouped-query attention peft 0.21.2 (utils/other.py, _prepare_prompt_learning_config) sizes the
+        # prefix by the key/value heads: token_dim = num_key_value_heads x head_dim
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        widths.add(cfg.num_key_value_heads * head_dim)
+    if saved.get("token_dim") is not None and saved["token_dim"] not in widths:
+        raise ValueError(f"adapter token_dim = {saved['token_dim']}, model hidden_size = {cfg.hidden_size}")
+    layers = getattr(cfg, "num_hidden_layers", saved.get("num_layers"))
+    if saved.get("num_layers") is not None and saved["num_layers"] != layers:
+        raise ValueError(f"adapter num_layers = {saved['num_layers']}, model num_hidden_layers = {layers}")

@@ -6,6 +6,8 @@ left-padded batch of two prompts of different length.
 """
 
 import argparse
+import contextlib
+import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,7 +89,8 @@ def build(
     tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
     torch.manual_seed(seed)
     load = (args.model_name_or_path, args.dtype, args.trust_remote_code)
-    reference = train.add_method(load_base_model(*load), args, tokenizer)
+    with contextlib.redirect_stdout(io.StringIO()):  # train.py's progress lines (LoRA's targets) are not the report
+        reference = train.add_method(load_base_model(*load), args, tokenizer)
     hand = by_hand(load_base_model(*load), args, tokenizer)
     copy_values(hand, reference)
     return hand.eval(), reference.eval(), tokenizer

@@ -69,10 +69,13 @@ def generate_from_prompts(
     gen_kwargs: dict,
     streamer: BaseStreamer | None = None,
 ) -> list[str]:
-    """Answer ready-made prompts (e.g. a conversation) in one left-padded generate() call."""
+    """Answer ready-made prompts (e.g. a conversation) in one left-padded generate() call (one call per prompt
+    where padding would move the virtual tokens: see pads_shift_virtual_tokens)."""
     import torch
 
     check_generation_support(model)
+    if len(prompts) > 1 and pads_shift_virtual_tokens(model):
+        return [generate_from_prompts(model, tokenizer, [p], gen_kwargs, streamer)[0] for p in prompts]
     tokenizer.padding_side = "left"  # the answer must start right after every prompt
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     batch = batch.to(model.device)
@@ -80,6 +83,20 @@ def generate_from_prompts(
         out = model.generate(**batch, **gen_kwargs, streamer=streamer)
     new_tokens = out[:, batch["input_ids"].shape[1] :]
     return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_tokens]
+
+
+def pads_shift_virtual_tokens(model: PreTrainedModel) -> bool:
+    """True where a left-padded batch would change the answer: prompt tuning or P-tuning on a model with
+    position ids (RoPE: Qwen, Llama). peft 0.21.2 puts the virtual tokens in front of the pads and drops the
+    position_ids generate() builds from the mask (PeftModel._adjust_prompt_learning_kwargs), so a padded row's
+    tokens sit further from the virtual tokens than in training. BLOOM's ALiBi reads positions from the mask,
+    and prefix tuning keeps position_ids, so both stay exact in a batch."""
+    import inspect
+
+    config = getattr(model, "active_peft_config", None)
+    if config is None or not config.is_prompt_learning or config.peft_type.value == "PREFIX_TUNING":
+        return False
+    return "position_ids" in inspect.signature(model.get_base_model().forward).parameters
 
 
 # BLOOM's pretraining sequence length: its config records no limit (ALiBi positions have none)

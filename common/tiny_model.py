@@ -1,6 +1,7 @@
 """Build a tiny random BLOOM plus a tokenizer trained on the sample data, for offline CPU runs.
 
     python -m common.tiny_model tiny-bloom
+    python -m common.tiny_model tiny-qwen2 --arch qwen2      # or qwen3, llama: grouped-query attention
 
 It shows the mechanics of every lesson in seconds; its answers are noise. The embeddings are untied and the
 init is wider than BLOOM's default, because a tiny tied BLOOM mostly repeats its last input token, and then a
@@ -90,6 +91,44 @@ def build_tiny_model(
     return out_dir
 
 
+# Tiny stand-ins for other architectures (issue 20): grouped-query attention (4 query heads share 2 key/value
+# heads), Qwen2's q/k/v biases, Qwen3's explicit head_dim and no biases, Llama's no biases.
+OTHER_ARCHITECTURES = ("qwen2", "qwen3", "llama")
+
+
+def build_tiny_other_model(
+    out_dir: str | Path, arch: str, hidden_size: int = 64, n_layer: int = 2, seed: int = 0
+) -> Path:
+    """Save the sample-data tokenizer and a random Qwen2, Qwen3 or Llama causal LM (GQA) to `out_dir`."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+
+    tokenizer = build_tokenizer()
+    classes = {"qwen2": Qwen2Config, "qwen3": Qwen3Config, "llama": LlamaConfig}
+    extra = {"head_dim": 16} if arch == "qwen3" else {}
+    config = classes[arch](
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=n_layer,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,  # untied and a wide init, for the reason in the module docstring
+        initializer_range=0.1,
+        **extra,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="folder to write the tiny model and tokenizer to")
@@ -97,9 +136,13 @@ def main() -> None:
     parser.add_argument("--n_layer", type=int, default=2)
     parser.add_argument("--n_head", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default="bloom", choices=("bloom", *OTHER_ARCHITECTURES))
     args = parser.parse_args()
-    out = build_tiny_model(args.out_dir, args.hidden_size, args.n_layer, args.n_head, args.seed)
-    print(f"tiny BLOOM written to {out} (random weights: it shows the mechanics, not answer quality)")
+    if args.arch == "bloom":
+        out = build_tiny_model(args.out_dir, args.hidden_size, args.n_layer, args.n_head, args.seed)
+    else:
+        out = build_tiny_other_model(args.out_dir, args.arch, args.hidden_size, args.n_layer, args.seed)
+    print(f"tiny {args.arch} written to {out} (random weights: it shows the mechanics, not answer quality)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .distributed import partitioned
+from .errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -46,3 +47,14 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     if empty and partitioned(p for p in model.parameters() if p.requires_grad):
         raise RuntimeError(f"{empty[0]} is partitioned by ZeRO-3; read it inside common.distributed.gathered()")
     return state
+
+
+def require_biases(model: nn.Module) -> None:
+    """BitFit needs bias terms; Llama and Qwen3 have none (their Linear layers are built with bias=False and
+    RMSNorm has no bias), so BitFit would train nothing: stop before training and say what could be trained."""
+    if not any(p.requires_grad for p in model.parameters()):
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise UserError(
+            f"this model ({kind}) has no bias parameters, so BitFit has nothing to train; "
+            "use another method, e.g. lesson 05 (LoRA) or 02 (prompt tuning)"
+        )

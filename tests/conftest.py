@@ -76,3 +76,57 @@ def real_architecture_dir(tmp_path_factory, tiny_model_dir):
     tokenizer.add_tokens(["下面是", "一段", "人与", "机器人", "的", "对话", "。"])
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory):
+    """arch -> folder of a tiny random Qwen2 (GQA, q/k/v biases), Qwen3 or Llama with the tiny BLOOM's
+    tokenizer, each built once per session from its config class."""
+    from common.tiny_model import build_tiny_other_model
+
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            cache[arch] = build_tiny_other_model(tmp_path_factory.mktemp("tiny") / f"tiny-{arch}", arch)
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def trained_other(other_model_dir, overfit_file, tmp_path_factory):
+    """(arch, variant, extra flags) -> Trained: a course variant trained on a non-BLOOM tiny model, once."""
+    cache = {}
+
+    def get(arch, variant, extra=()):
+        key = (arch, variant, tuple(extra))
+        if key not in cache:
+            lesson, flags = VARIANTS[variant]
+            out_dir = tmp_path_factory.mktemp(f"{arch}-{variant}") / "output"
+            argv = ["--model_name_or_path", str(other_model_dir(arch)), "--dataset", str(overfit_file),
+                    "--output_dir", str(out_dir), *TRAIN_FLAGS, *flags, *extra]  # fmt: skip
+            trainer = lesson_module(lesson, "train").main(argv)
+            cache[key] = Trained(variant, trainer, out_dir, argv)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def other_real_architecture_dirs(tmp_path_factory, real_architecture_dir):
+    """name -> folder with the published config.json values of Qwen2.5-0.5B / Qwen3-0.6B (no weights) and the
+    same stand-in tokenizer as real_architecture_dir (their real tokenizers are not available offline)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from common.meta_counts import OTHER_REAL_CONFIGS
+
+    tokenizer = AutoTokenizer.from_pretrained(real_architecture_dir)
+    folders = {}
+    for name, values in OTHER_REAL_CONFIGS.items():
+        folder = tmp_path_factory.mktemp("real") / name.split("/")[-1]
+        values = dict(values)
+        AutoConfig.for_model(values.pop("model_type"), **values).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[name] = folder
+    return folders
