@@ -222,9 +222,9 @@ def write_report(rows: list[dict], out_dir: Path, cmd_args, question: str) -> No
 def score_model(model, tokenizer, questions: list[dict], held_out_text: list[str] | None) -> dict:
     """Greedy answers to every held-out question, scored; plus the LM loss on held-out text (for forgetting)."""
     from common.answer_metrics import lm_loss, score_answers
-    from mini_world.evaluate import answer_all
+    from mini_world.probe import answer_questions
 
-    answers = answer_all(model, tokenizer, questions, batch_size=64)
+    answers = answer_questions(model, tokenizer, questions)
     scores = score_answers(answers, [q["output"] for q in questions])
     if held_out_text:
         scores["lm_loss"] = lm_loss(model, tokenizer, held_out_text)

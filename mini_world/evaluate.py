@@ -2,10 +2,10 @@
 
     python -m mini_world.evaluate --adapter 05-chatbot_lora/output
 
-The adapter answers through its own lesson's infer.py (`load_for_inference`, then the same batched greedy
-`generate_answers` as `infer.py --input_file`); the bare base model answers the same prompts. The questions are
-about people whose biographies the base model read in pretraining but who never appeared in a question during
-fine-tuning, so a correct answer means fine-tuning unlocked knowledge that pretraining stored.
+The adapter answers through its own lesson's infer.py (`load_for_inference`, then the batched greedy
+`generate_from_prompts` that `infer.py --input_file` runs); the bare base model answers the same prompts.
+The questions are about people whose biographies the base model read in pretraining but who never appeared in a
+question during fine-tuning, so a correct answer means fine-tuning unlocked knowledge that pretraining stored.
 """
 
 import argparse
@@ -16,8 +16,7 @@ from common.errors import UserError, run_cli
 from common.lessons import LESSON_OF_METHOD, LESSONS, ROOT, lesson_module
 
 from .generate import WORLD_DIR, read_jsonl
-
-GREEDY_TOKENS = 16  # the longest answer (a date) is 11 tokens
+from .probe import answer_questions
 
 
 def lesson_infer(folder: Path):
@@ -29,19 +28,6 @@ def lesson_infer(folder: Path):
         raise UserError(f"no trained adapter in {folder}; train one with a lesson's train.py first")
     lesson = LESSON_OF_METHOD[method]
     return lesson_module(lesson, "infer"), LESSONS[lesson]
-
-
-def answer_all(model, tokenizer, rows: list[dict], batch_size: int) -> list[str]:
-    from common.generation import generate_answers
-    from common.prompt import user_message
-
-    gen = {"max_new_tokens": GREEDY_TOKENS, "do_sample": False,
-           "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
-    questions = [user_message(r["instruction"], r.get("input", "")) for r in rows]
-    answers = []
-    for start in range(0, len(questions), batch_size):
-        answers += generate_answers(model, tokenizer, questions[start : start + batch_size], gen)
-    return answers
 
 
 def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int = 64) -> dict:
@@ -61,7 +47,7 @@ def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int =
     result = {"lesson": lesson, "adapter": str(folder), "questions": len(rows),
               "people": len({r.get("name", r["instruction"]) for r in rows})}  # fmt: skip
     for side, m in (("base", base), ("trained", model.eval())):
-        answers = answer_all(m, tokenizer, rows, batch_size)
+        answers = answer_questions(m, tokenizer, rows, batch_size)
         result[side] = {**score_answers(answers, references), "lm_loss": lm_loss(m, tokenizer, bios)}
         result[side + "_answers"] = answers
     result["forgetting"] = result["trained"]["lm_loss"] - result["base"]["lm_loss"]

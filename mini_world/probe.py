@@ -16,23 +16,25 @@ def world_texts(world_dir) -> list[str]:
     return bios + [build_prompt(r["instruction"]) + r["output"] for r in qa]
 
 
-def greedy_continuations(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64):
-    """Greedy continuations of left-padded prompts, decoded without special tokens."""
-    import torch
+ANSWER_TOKENS = 16  # the longest answer (a date) is 11 tokens
 
+
+def greedy_continuations(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64):
+    """Greedy continuations of prompts, in left-padded batches, by infer.py's own `generate_from_prompts`."""
+    from common.generation import generate_from_prompts
+
+    gen = {"max_new_tokens": max_new_tokens, "do_sample": False,
+           "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
     out = []
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
-            with torch.no_grad():
-                gen = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-                )
-            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
+    for start in range(0, len(prompts), batch_size):
+        out += generate_from_prompts(model, tokenizer, prompts[start : start + batch_size], gen)
     return out
+
+
+def answer_questions(model, tokenizer, rows: list[dict], batch_size: int = 64) -> list[str]:
+    """Greedy answers to instruction/input rows in the course's prompt format (EOS ends an answer)."""
+    prompts = [build_prompt(r["instruction"], r.get("input", "")) for r in rows]
+    return greedy_continuations(model, tokenizer, prompts, ANSWER_TOKENS, batch_size)
 
 
 def knowledge_probe(model, tokenizer, people: list[dict]) -> dict:
@@ -51,9 +53,9 @@ def knowledge_probe(model, tokenizer, people: list[dict]) -> dict:
     return {"accuracy": sum(hits) / len(hits), "by_attribute": by_key, "answers": answers}
 
 
-def qa_exact_match(model, tokenizer, rows: list[dict], max_new_tokens: int = 16) -> dict:
-    """Exact match of the greedy answer to each question in the course's prompt format (EOS ends an answer)."""
-    prompts = [build_prompt(r["instruction"], r.get("input", "")) for r in rows]
-    answers = greedy_continuations(model, tokenizer, prompts, max_new_tokens)
-    hits = [a.strip() == r["output"].strip() for a, r in zip(answers, rows)]
-    return {"exact_match": sum(hits) / len(hits), "answers": answers}
+def qa_exact_match(model, tokenizer, rows: list[dict]) -> dict:
+    """Exact match of the greedy answer to each question, after stripping."""
+    from common.answer_metrics import exact_match
+
+    answers = answer_questions(model, tokenizer, rows)
+    return {"exact_match": sum(map(exact_match, answers, [r["output"] for r in rows])) / len(rows), "answers": answers}

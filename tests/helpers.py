@@ -117,3 +117,22 @@ def greedy_reference_for_prompt(model, tokenizer, prompt: str, max_new_tokens: i
         new.append(token)
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
     return tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def assert_same_loss_and_gradients(result, tolerance: float) -> None:
+    """A hand-made method trains like peft's: same loss, and the same nonzero gradient on every trainable tensor.
+    `result` is what `common.check_by_hand.check` returns."""
+    from common.check_by_hand import trainable_by_plain_name
+
+    losses = []
+    for model in (result.hand, result.reference):
+        model.zero_grad()
+        loss = model(**result.batch).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert abs(losses[0] - losses[1]) <= tolerance
+    hand, reference = trainable_by_plain_name(result.hand), trainable_by_plain_name(result.reference)
+    assert hand.keys() == reference.keys()
+    for name, p in hand.items():
+        assert p.grad is not None and p.grad.abs().max() > 0, name
+        assert (p.grad - reference[name].grad).abs().max().item() <= tolerance, name

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import torch
-from helpers import COURSE_COUNTS, REAL_CONFIG, ROOT, VARIANTS, lesson_module
+from helpers import COURSE_COUNTS, REAL_CONFIG, ROOT, VARIANTS, assert_same_loss_and_gradients, lesson_module
 from torch import nn
 from transformers import AutoModelForCausalLM, BloomConfig
 
-from common.check_by_hand import TOLERANCE, build, check, left_padded_batch, parse_args, trainable_by_plain_name
+from common.check_by_hand import TOLERANCE, build, check, left_padded_batch, parse_args
 from common.errors import UserError
 from common.lessons import LESSONS
 from common.models import load_base_model, load_tokenizer
@@ -61,18 +61,7 @@ def test_counts_and_logits_match(variant, checked):
 def test_loss_and_gradients_match(variant, checked):
     """Same loss and same gradients on every trainable tensor: the hand-made version also trains the same way."""
     result = checked(variant)
-    losses = []
-    for model in (result.hand, result.reference):
-        model.zero_grad()
-        loss = model(**result.batch).loss
-        loss.backward()
-        losses.append(loss.item())
-    assert abs(losses[0] - losses[1]) <= TOLERANCE
-    hand, reference = trainable_by_plain_name(result.hand), trainable_by_plain_name(result.reference)
-    assert hand.keys() == reference.keys()
-    for name, p in hand.items():
-        assert p.grad is not None and p.grad.abs().max() > 0, name
-        assert (p.grad - reference[name].grad).abs().max().item() <= TOLERANCE, name
+    assert_same_loss_and_gradients(result, TOLERANCE)
 
 
 def test_text_init_equals_peft_before_any_copy(tiny_model_dir):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers import PROBE, fails_cleanly, greedy_reference, lesson_module, probe_logits
+from helpers import PROBE, assert_same_loss_and_gradients, fails_cleanly, greedy_reference, lesson_module, probe_logits
 
 from common.prompt import build_prompt
 
@@ -166,7 +166,7 @@ def test_from_scratch_equals_peft_counts_logits_loss_and_gradients(arch, variant
     """Each lesson's hand-made method on GQA models (for prefix tuning: the key/value-head cache layout)."""
     from helpers import ROOT, VARIANTS
 
-    from common.check_by_hand import TOLERANCE, check, parse_args, trainable_by_plain_name
+    from common.check_by_hand import TOLERANCE, check, parse_args
     from common.lessons import LESSONS
 
     lesson, flags = VARIANTS[variant]
@@ -174,15 +174,4 @@ def test_from_scratch_equals_peft_counts_logits_loss_and_gradients(arch, variant
     args = parse_args(ROOT / LESSONS[lesson], ["--model_name_or_path", str(other_model_dir(arch)), *flags], None)
     result = check(module.LESSON_DIR, module.by_hand, module.copy_values, args)
     assert result.ok, (result.hand_count, result.reference_count, result.max_diff)
-    losses = []
-    for model in (result.hand, result.reference):
-        model.zero_grad()
-        loss = model(**result.batch).loss
-        loss.backward()
-        losses.append(loss.item())
-    assert abs(losses[0] - losses[1]) <= TOLERANCE
-    hand, reference = trainable_by_plain_name(result.hand), trainable_by_plain_name(result.reference)
-    assert hand.keys() == reference.keys()
-    for name, p in hand.items():
-        assert p.grad is not None and p.grad.abs().max() > 0, name
-        assert (p.grad - reference[name].grad).abs().max().item() <= TOLERANCE, name
+    assert_same_loss_and_gradients(result, TOLERANCE)
