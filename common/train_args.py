@@ -20,16 +20,19 @@ if TYPE_CHECKING:
 
 DEFAULT_DATASET = "shibing624/alpaca-zh"
 
-# The course's effective batch of 8 as one batch of 8 rows of similar length instead of 8 steps of one row:
-# the same update (the Trainer weights the loss by tokens, so accumulation and batching agree), faster on CPU
-# (bench.py measures it), and batches of similar lengths waste little on padding. The course's recipe:
+# The course's effective batch of 8 rows per optimizer step, laid out per device. The Trainer weights the loss
+# by tokens, so batching and accumulation give the same update; rows grouped by length waste little on padding.
+# Which layout is fastest was measured with `python bench.py --layouts` (docs/speed_and_memory.md): on this
+# course's 2-core CPU, 4 rows x 2 accumulation steps; batch 8 x 1 needs more memory traffic per step there.
+# On a GPU a batch of 1 leaves the device mostly idle, so all 8 rows go into one batch there.
 COURSE_LAYOUT = dict(per_device_train_batch_size=1, gradient_accumulation_steps=8, train_sampling_strategy="random")
-FAST_LAYOUT = dict(
-    per_device_train_batch_size=8,
-    gradient_accumulation_steps=1,
-    train_sampling_strategy="group_by_length",
-    per_device_eval_batch_size=8,  # fixed, whatever the training layout: eval losses depend on the batching
+CPU_LAYOUT = dict(
+    per_device_train_batch_size=4, gradient_accumulation_steps=2, train_sampling_strategy="group_by_length"
 )
+ACCELERATOR_LAYOUT = dict(
+    per_device_train_batch_size=8, gradient_accumulation_steps=1, train_sampling_strategy="group_by_length"
+)
+EVAL_BATCH = 8  # fixed, whatever the training layout: eval losses depend on the batching
 
 
 @dataclass
@@ -63,7 +66,8 @@ def parse_train_args(
     """Parse the lesson's script arguments and every `TrainingArguments` flag, and check them.
 
     One epoch at an effective batch of 8, like the course; each lesson sets its own learning rate and its own
-    output folder, so lessons never overwrite each other. See FAST_LAYOUT for how the batch of 8 is laid out.
+    output folder, so lessons never overwrite each other. The batch of 8 is laid out for the device the run
+    trains on (CPU_LAYOUT or ACCELERATOR_LAYOUT); any layout flag given wins.
     """
     from transformers import HfArgumentParser, TrainingArguments
 
@@ -72,7 +76,8 @@ def parse_train_args(
     parser.set_defaults(
         output_dir=str(lesson_dir / "output"),
         learning_rate=learning_rate,
-        **FAST_LAYOUT,
+        **ACCELERATOR_LAYOUT,
+        per_device_eval_batch_size=EVAL_BATCH,
         num_train_epochs=1,
         logging_steps=10,
         save_steps=200,
@@ -80,10 +85,10 @@ def parse_train_args(
         # pinned memory only speeds up copies to an accelerator; without one torch warns on every DataLoader
         dataloader_pin_memory=_has_torch_accelerator(),
     )
-    try:
-        script_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as exc:  # TrainingArguments checks its flags in __post_init__
-        raise UserError(f"invalid training flags: {first_line(exc)}") from exc
+    script_args, training_args = _parse(parser, argv)
+    if training_args.use_cpu or not _has_torch_accelerator():
+        parser.set_defaults(**CPU_LAYOUT)  # parsed again, so a layout flag on the command line still wins
+        script_args, training_args = _parse(parser, argv)
     check_numbers(script_args, training_args)
     script_args.check(training_args)
     if training_args.include_num_input_tokens_seen == "no":
@@ -92,6 +97,13 @@ def parse_train_args(
     if out.exists() and not out.is_dir():
         raise UserError(f"--output_dir {out} is a file; pass a folder path")
     return script_args, training_args
+
+
+def _parse(parser, argv: list[str] | None):
+    try:
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # TrainingArguments checks its flags in __post_init__
+        raise UserError(f"invalid training flags: {first_line(exc)}") from exc
 
 
 def check_numbers(script_args: BaseScriptArguments, training_args: TrainingArguments) -> None:
