@@ -164,15 +164,14 @@ def write_rows(args, tokenizer, out_dir: Path) -> tuple[Path, Path, str]:
 # ---------------------------------------------------------------- one training run (in its own process)
 
 
-def train_worker(spec: dict) -> None:
+def train_and_measure(folder: str, argv: list[str]) -> dict:
     """Run a lesson's own main(), its collator recording each training batch's real row lengths and time."""
     import torch
 
     from common.flops import measure
 
-    train = lesson_module(spec["folder"], "train")
-    batches, training = [], [True]  # (time the batch was collated, real length of each row)
-    finished = []
+    train = lesson_module(folder, "train")
+    batches, training, finished = [], [True], []  # batches: (time collated, real row lengths, padded tokens)
     make_collator, finish_training = train.make_collator, train.finish_training
 
     def recording_collator(tokenizer):
@@ -194,39 +193,60 @@ def train_worker(spec: dict) -> None:
         training[0] = False  # eval batches come next
         return finish_training(trainer, result, eval_dataset)
 
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # several runs may share this process (the GPU suite)
     train.make_collator, train.finish_training = recording_collator, finish_then_stop_recording
-    trainer = train.main(spec["argv"])
+    try:
+        trainer = train.main(argv)
+    finally:
+        train.make_collator, train.finish_training = make_collator, finish_training
     metrics = json.loads((Path(trainer.args.output_dir) / "all_results.json").read_text())
     flops = measure(trainer.model)
     # steady state: from the second optimizer step on (the first one pays for allocations and kernel choice)
-    skip = trainer.args.gradient_accumulation_steps if len(batches) > trainer.args.gradient_accumulation_steps else 0
-    steady = batches[skip:]
+    accumulation = trainer.args.gradient_accumulation_steps
+    steady = batches[accumulation:] if len(batches) > accumulation else batches
     steady_s = finished[0] - steady[0][0]
     steady_lengths = [n for _, lengths, _ in steady for n in lengths]
     real = sum(sum(lengths) for _, lengths, _ in batches)
     gpu = "peak_gpu_memory_mb" in metrics
-    print(
-        RESULT
-        + json.dumps(
-            {
-                "samples_per_s": metrics["train_samples_per_second"],
-                "tokens_per_s": metrics["train_tokens_per_second"],
-                "train_s": metrics["train_runtime"],
-                "steady_samples_per_s": len(steady_lengths) / steady_s,
-                "steady_tokens_per_s": sum(steady_lengths) / steady_s,
-                "flops_per_s": flops.rows(steady_lengths) / steady_s,
-                "padding_efficiency": real / sum(padded for _, _, padded in batches),
-                "eval_loss": metrics["eval_loss"],
-                "peak_mb": metrics["peak_gpu_memory_mb"] if gpu else metrics["peak_rss_mb"],
-                "memory_kind": "GPU max allocated" if gpu else "CPU peak RSS",
-                "learning_rate": trainer.args.learning_rate,
-                "batch": trainer.args.per_device_train_batch_size,
-                "accumulation": trainer.args.gradient_accumulation_steps,
-                "order": trainer.args.train_sampling_strategy,
-            }
-        ),
-        flush=True,
-    )
+    return {
+        "samples_per_s": metrics["train_samples_per_second"],
+        "tokens_per_s": metrics["train_tokens_per_second"],
+        "train_s": metrics["train_runtime"],
+        "steady_samples_per_s": len(steady_lengths) / steady_s,
+        "steady_tokens_per_s": sum(steady_lengths) / steady_s,
+        "flops_per_s": flops.rows(steady_lengths) / steady_s,
+        "padding_efficiency": real / sum(padded for _, _, padded in batches),
+        "eval_loss": metrics["eval_loss"],
+        "peak_mb": metrics["peak_gpu_memory_mb"] if gpu else metrics["peak_rss_mb"],
+        "memory_kind": "GPU max allocated" if gpu else "CPU peak RSS",
+        "learning_rate": trainer.args.learning_rate,
+        "batch": trainer.args.per_device_train_batch_size,
+        "accumulation": accumulation,
+        "order": trainer.args.train_sampling_strategy,
+    }
+
+
+def train_worker(spec: dict) -> None:
+    print(RESULT + json.dumps(train_and_measure(spec["folder"], spec["argv"])), flush=True)
+
+
+def suite_worker(spec: dict) -> None:
+    """The GPU suite's runs, one after another in this process (a failed run is reported, the rest go on)."""
+    import gc
+
+    import torch
+
+    results = []
+    for run in spec["runs"]:
+        try:
+            results.append({**run, **train_and_measure(run["folder"], run["argv"])})
+        except Exception as exc:  # one lesson's failure must not cost the rest of a rare GPU session
+            results.append({**run, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    print(RESULT + json.dumps(results), flush=True)
 
 
 def run_worker(kind: str, spec: dict) -> dict:
@@ -239,7 +259,8 @@ def run_worker(kind: str, spec: dict) -> dict:
     if proc.returncode != 0 or not lines:
         tail = "".join((proc.stdout + proc.stderr).splitlines(keepends=True)[-20:])
         raise UserError(f"the {kind} worker failed (exit {proc.returncode}); last output:\n{tail}")
-    return {**json.loads(lines[-1][len(RESULT) :]), "process_s": wall}
+    figures = json.loads(lines[-1][len(RESULT) :])
+    return {**figures, "process_s": wall} if isinstance(figures, dict) else {"runs": figures, "process_s": wall}
 
 
 def alternated(names: list[str], repeats: int) -> list[str]:
@@ -286,6 +307,13 @@ def run_alternated(lesson: str, layouts: dict[str, list[str]], argv: list[str], 
     return runs
 
 
+def default_layout() -> dict:
+    """The layout train.py uses here when no layout flag is given."""
+    from common.train_args import _has_torch_accelerator
+
+    return ACCELERATOR_LAYOUT if _has_torch_accelerator() else CPU_LAYOUT
+
+
 # ---------------------------------------------------------------- figures
 
 
@@ -323,7 +351,7 @@ def print_runs(folder: str, runs: dict[str, list[dict]], limit: float, reference
         f"alternated runs; peak memory = {first['memory_kind']})"
     )
     print(
-        f"{'layout':<48} {'samples/s':>19} {'whole process s':>19} {'% of limit':>16} {'pad eff.':>8} "
+        f"{'layout':<50} {'samples/s':>19} {'whole process s':>19} {'% of limit':>16} {'pad eff.':>8} "
         f"{'peak MB':>7} {'eval loss':>9}"
     )
     for name, results in runs.items():
@@ -331,7 +359,7 @@ def print_runs(folder: str, runs: dict[str, list[dict]], limit: float, reference
         layout = {"per_device_train_batch_size": r["batch"], "gradient_accumulation_steps": r["accumulation"]}
         label = f"{name}: {layout_label({**layout, 'train_sampling_strategy': r['order']})}"
         print(
-            f"{label:<48} {spread([x['samples_per_s'] for x in results], '.2f'):>19} "
+            f"{label:<50} {spread([x['samples_per_s'] for x in results], '.2f'):>19} "
             f"{spread([x['process_s'] for x in results], '.1f'):>19} "
             f"{spread([100 * x['flops_per_s'] / limit for x in results], '.1f'):>16} "
             f"{median([x['padding_efficiency'] for x in results]):>8.3f} "
@@ -643,13 +671,12 @@ def print_precision(model_label: str, figures: dict) -> None:
     fp32 = median(figures["times"]["fp32"])
     for name, times in figures["times"].items():
         print(f"{name:<46} {spread(times, '.3f'):>24} s   {median(times) / fp32:6.2f}x the fp32 time")
-    shape = (2048, 2048)
+    rows, shape = 256, (1024, 1024)  # small enough that emulated bf16 and fp16 finish in seconds
+    speeds = {name: matmul_flops_per_s(rows, shape, getattr(torch, name), seconds=0.5, repeats=2) for name in
+              ("float32", "bfloat16", "float16")}  # fmt: skip
     print(
-        f"torch.mm, 2048x{shape[0]} @ {shape[0]}x{shape[1]}:",
-        "; ".join(
-            f"{name} {matmul_flops_per_s(2048, shape, getattr(torch, name)) / 1e9:.1f} GFLOP/s"
-            for name in ("float32", "bfloat16", "float16")
-        ),
+        f"torch.mm {rows}x{shape[0]} @ {shape[0]}x{shape[1]}: "
+        + "; ".join(f"{name} {v / 1e9:.1f} GFLOP/s ({v / speeds['float32']:.3f}x fp32)" for name, v in speeds.items())
     )
 
 
@@ -706,17 +733,32 @@ def gpu_suite(args, work: Path, extra: list[str]) -> None:
     )
     layouts = {"1x8 random (course)": layout_flags(COURSE_LAYOUT), "8x1 grouped": layout_flags(ACCELERATOR_LAYOUT)}
     argv = training_argv(args, model, train_file, eval_file, [*precision, *extra], args.suite_steps)
+    runs = [
+        {
+            "folder": LESSONS[lesson],
+            "layout": name,
+            "argv": [*argv, *flags, "--output_dir", str(work / f"{lesson}-{i}")],
+        }
+        for lesson in args.lessons
+        for i, (name, flags) in enumerate(layouts.items())
+    ]
+    print(f"[bench] GPU suite: {len(runs)} runs in one process ...", file=sys.stderr, flush=True)
+    results = run_worker("suite", {"runs": runs})["runs"]
     print("\n| lesson | layout | samples/s | tokens/s | peak GPU MB | TFLOP/s | MFU |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for lesson in args.lessons:
-        runs = run_alternated(lesson, layouts, argv, work, 1)
-        for name, (r,) in runs.items():
-            mfu = f"{100 * r['flops_per_s'] / peak:.1f}%" if peak else "n/a"
-            memory = f"{r['peak_mb']:,.0f}" if r["memory_kind"].startswith("GPU") else "n/a (CPU)"
-            print(
-                f"| {LESSONS[lesson]} | {name} | {r['steady_samples_per_s']:.2f} | {r['steady_tokens_per_s']:,.0f} | "
-                f"{memory} | {r['flops_per_s'] / 1e12:.3f} | {mfu} |"
-            )
+    for r in results:
+        if "error" in r:
+            print(f"| {r['folder']} | {r['layout']} | failed: {r['error']} | | | | |")
+            continue
+        mfu = f"{100 * r['flops_per_s'] / peak:.1f}%" if peak else "n/a"
+        memory = f"{r['peak_mb']:,.0f}" if r["memory_kind"].startswith("GPU") else "n/a (CPU)"
+        print(
+            f"| {r['folder']} | {r['layout']} | {r['steady_samples_per_s']:.2f} | {r['steady_tokens_per_s']:,.0f} | "
+            f"{memory} | {r['flops_per_s'] / 1e12:.3f} | {mfu} |"
+        )
+    failed = sum("error" in r for r in results)
+    if failed:
+        raise UserError(f"{failed} of {len(results)} GPU-suite runs failed (see the table)")
 
 
 # ---------------------------------------------------------------- main
@@ -763,7 +805,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         kind, spec = args.worker
         workers = {"train": train_worker, "memory": memory_worker, "generation": generation_worker}
-        {**workers, "precision": precision_worker}[kind](json.loads(spec))
+        {**workers, "precision": precision_worker, "suite": suite_worker}[kind](json.loads(spec))
         return
     clash = [f for f in extra if f.split("=")[0] in LAYOUT_FLAGS]
     if clash:
@@ -810,6 +852,7 @@ def main(argv: list[str] | None = None) -> None:
                         "only, no training): "
                         + "; ".join(f"batches of {b}, {order} {e:.3f}" for (b, order), e in eff.items())
                     )
+            print(f"default layout on this device: {layout_label(default_layout())} (common/train_args.py)")
             limit = measure_limit(model)
             if args.layouts:
                 layouts = {name: layout_flags(layout) for name, layout in CANDIDATE_LAYOUTS.items()}

@@ -36,16 +36,41 @@ def test_batch_8_trains_the_same_adapter_as_batch_1_times_8(lesson, flags, tiny_
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
 
 
-def test_default_layout_is_batch_8_grouped_by_length(tmp_path):
+def layout_of(argv, tmp_path, accelerator: bool, monkeypatch):
+    import common.train_args
+
+    monkeypatch.setattr(common.train_args, "_has_torch_accelerator", lambda: accelerator)
     train = lesson_module("05", "train")
-    _, args = train.parse_train_args(train.ScriptArguments, ["--output_dir", str(tmp_path)], train.LESSON_DIR, 1e-3)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (8, 1)
-    assert args.train_sampling_strategy == "group_by_length"
-    course = ["--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "8",
-              "--train_sampling_strategy", "random", "--output_dir", str(tmp_path)]  # fmt: skip
-    _, args = train.parse_train_args(train.ScriptArguments, course, train.LESSON_DIR, 1e-3)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 8)
-    assert args.train_sampling_strategy == "random"
+    argv = [*argv, "--output_dir", str(tmp_path)]
+    _, args = train.parse_train_args(train.ScriptArguments, argv, train.LESSON_DIR, 1e-3)
+    return args.per_device_train_batch_size, args.gradient_accumulation_steps, args.train_sampling_strategy
+
+
+COURSE = ["--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "8",
+          "--train_sampling_strategy", "random"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, accelerator, expected",
+    [
+        ([], False, (4, 2, "group_by_length")),  # CPU: measured fastest (bench.py --layouts)
+        ([], True, (8, 1, "group_by_length")),
+        (["--use_cpu", "true"], True, (4, 2, "group_by_length")),  # the device the run uses, not the machine's
+        (COURSE, False, (1, 8, "random")),  # flags given always win
+        (COURSE, True, (1, 8, "random")),
+        (["--per_device_train_batch_size", "2"], False, (2, 2, "group_by_length")),
+        (["--gradient_accumulation_steps=1"], True, (8, 1, "group_by_length")),
+    ],
+)
+def test_default_layout_is_chosen_for_the_device(argv, accelerator, expected, tmp_path, monkeypatch):
+    assert layout_of(argv, tmp_path, accelerator, monkeypatch) == expected
+
+
+def test_every_default_layout_keeps_the_course_batch_of_8():
+    from common.train_args import ACCELERATOR_LAYOUT, COURSE_LAYOUT, CPU_LAYOUT
+
+    for layout in (COURSE_LAYOUT, CPU_LAYOUT, ACCELERATOR_LAYOUT):
+        assert layout["per_device_train_batch_size"] * layout["gradient_accumulation_steps"] == 8
 
 
 def test_eval_order_is_fixed_whatever_the_training_order():
@@ -60,23 +85,80 @@ def test_eval_order_is_fixed_whatever_the_training_order():
     assert order == list(range(len(rows)))
 
 
+def test_runs_alternate():
+    import bench
+
+    assert bench.alternated(["course", "defaults"], 3) == ["course", "defaults"] * 3
+
+
+def bench_run(*argv, timeout=300):
+    out = subprocess.run([sys.executable, str(ROOT / "bench.py"), *argv], capture_output=True, text=True, cwd=ROOT,
+                         timeout=timeout)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def table_rows(text: str, *starts: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(starts)]
+
+
 @pytest.mark.slow
 def test_benchmark_prints_every_figure(tiny_model_dir, tmp_path):
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench.py"), "--model_name_or_path", str(tiny_model_dir), "--samples", "8",
-         "--eval_rows", "8", "--generation", "--gen_tokens", "4", "--output_dir", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    text = out.stdout
-    for figure in ("samples/s", "tokens/s", "pad eff.", "peak MB", "eval loss", "speed ratio (b)/(a):"):
+    text = bench_run("--model_name_or_path", str(tiny_model_dir), "--lessons", "05", "--repeats", "2",
+                     "--samples", "8", "--eval_rows", "8", "--generation", "--gen_tokens", "4",
+                     "--output_dir", str(tmp_path))  # fmt: skip
+    for figure in ("samples/s", "whole process s", "% of limit", "pad eff.", "peak MB", "eval loss",
+                   "load average (1 min) before:", "load average (1 min) after:", "limit = the best:",
+                   "median [lowest-highest] of 2 alternated runs"):  # fmt: skip
         assert figure in text, f"{figure!r} missing:\n{text}"
-    runs = [line for line in text.splitlines() if line.startswith(("(a) course", "(b) defaults"))]
-    assert len(runs) == 2
-    for line in runs:
-        samples_s, tokens_s, pad_eff, peak, eval_loss = (float(x) for x in line.split()[-5:])
-        assert samples_s > 0 and tokens_s > samples_s and 0 < pad_eff <= 1 and peak > 0 and eval_loss > 0
-    assert "batch 1 x accum 8, random" in runs[0] and "batch 8 x accum 1, group_by_length" in runs[1]
+    course, defaults = table_rows(text, "course: batch 1 x accum 8, random", "defaults: batch 4 x accum 2")
+    for line in (course, defaults):
+        # median [lowest-highest] for samples/s, whole process and % of limit, then three medians
+        figures = line.split(", ")[-1].split()[1:]
+        samples, whole, limit = (float(figures[i]) for i in (0, 2, 4))
+        low, high = (float(x) for x in figures[1].strip("[]").split("-"))
+        assert low <= samples <= high and whole > 0 and 0 < limit <= 100
+        pad_eff, peak, eval_loss = (float(x) for x in figures[-3:])
+        assert 0 < pad_eff <= 1 and peak > 0 and eval_loss > 0
+    assert "defaults / course:" in text and "x training samples/s" in text
     for mode in ("bare base model, one prompt per call", "LoRA (peft wrapper)", "merged LoRA", "batch 8"):
         assert mode in text
     assert "batch 8 gives the same greedy answers as one prompt per call: True" in text
+
+
+@pytest.mark.slow
+def test_gpu_suite_code_path_runs_on_cpu(tiny_model_dir, tmp_path):
+    """Every lesson, both layouts, in one worker process: the table a GPU run would commit to docs/."""
+    text = bench_run("--gpu-suite", "--model_name_or_path", str(tiny_model_dir), "--suite_steps", "2",
+                     "--eval_rows", "8", "--output_dir", str(tmp_path))  # fmt: skip
+    rows = table_rows(text, "| 0")
+    assert len(rows) == 10, text
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert "failed" not in row, row
+        samples, tokens, tflops, mfu = float(cells[2]), float(cells[3].replace(",", "")), float(cells[5]), cells[6]
+        assert samples > 0 and tokens > samples and tflops > 0 and 0 < float(mfu.rstrip("%")) <= 100
+    assert "peak = this CPU's measured fp32 matmul limit" in text
+
+
+@pytest.mark.slow
+def test_precision_mode_times_every_mode(tiny_model_dir, tmp_path):
+    text = bench_run("--precision", "--model_name_or_path", str(tiny_model_dir), "--repeats", "1",
+                     "--output_dir", str(tmp_path))  # fmt: skip
+    modes = table_rows(text, "fp32", "bf16 autocast", "bf16 weights", "fp16 autocast")
+    assert len(modes) == 4, text
+    assert modes[0].endswith("1.00x the fp32 time")
+    assert "bf16/fp16 hardware (AVX512-BF16, AMX):" in text and "GFLOP/s" in text
+
+
+def test_gpu_suite_without_a_gpu_says_how_to_run_its_code_path(capsys):
+    import torch
+
+    import bench
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="--gpu-suite needs a GPU; to run its code path on this CPU"):
+        bench.main(["--gpu-suite"])
