@@ -10,16 +10,7 @@ from typing import TYPE_CHECKING
 from .distributed import is_distributed, main_process_first
 from .errors import UserError, first_line
 from .hub import require_hub
-from .prompt import build_prompt
-from .prompt_format import (
-    COURSE,
-    MODEL,
-    PROMPT_FORMAT_HELP,
-    PROMPT_FORMATS,
-    instruction_prompt,
-    model_format_rows,
-    prompt_format_of,
-)
+from .prompt_format import COURSE, MODEL, PROMPT_FORMAT_HELP, PROMPT_FORMATS, instruction_prompt, prompt_and_row_ids
 
 if TYPE_CHECKING:
     import datasets
@@ -160,20 +151,6 @@ def tokenize_dataset(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, m
             file=sys.stderr,
         )
     return tokenized.remove_columns("cut")
-
-
-def prompt_and_row_ids(
-    tokenizer: PreTrainedTokenizerBase, instructions: list[str], inputs: list[str | None], outputs: list[str]
-) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, whole row ids) per row, in the tokenizer's prompt format: the course's template with the
-    answer and EOS, or the model's chat template (common.prompt_format)."""
-    inputs = [x or "" for x in inputs]
-    if prompt_format_of(tokenizer) == MODEL:
-        return model_format_rows(tokenizer, instructions, inputs, outputs)
-    prompts = [build_prompt(i, x) for i, x in zip(instructions, inputs)]
-    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(outputs, add_special_tokens=False)["input_ids"]
-    return [(p, p + a + [tokenizer.eos_token_id]) for p, a in zip(prompt_ids, answer_ids)]
 
 
 def _shared_cache(ds: datasets.Dataset, encode) -> dict:

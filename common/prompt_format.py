@@ -122,3 +122,17 @@ def model_format_rows(
             raise UserError(f"the chat template wrote no end-of-turn token after the answer of {instruction[:30]!r}")
         out.append((p, ids[: ends[-1] + 1]))
     return out
+
+
+def prompt_and_row_ids(
+    tokenizer: PreTrainedTokenizerBase, instructions: list[str], inputs: list[str | None], outputs: list[str]
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, whole row ids) per row, in the tokenizer's prompt format: the course's template with the
+    answer and EOS, or the model's chat template (model_format_rows)."""
+    inputs = [x or "" for x in inputs]
+    if prompt_format_of(tokenizer) == MODEL:
+        return model_format_rows(tokenizer, instructions, inputs, outputs)
+    prompts = [build_prompt(i, x) for i, x in zip(instructions, inputs)]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(outputs, add_special_tokens=False)["input_ids"]
+    return [(p, p + a + [tokenizer.eos_token_id]) for p, a in zip(prompt_ids, answer_ids)]
