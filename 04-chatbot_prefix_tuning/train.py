@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None):
     train_rows = load_instruction_data(args.dataset)
     eval_rows = load_instruction_data(args.eval_dataset) if args.eval_dataset else None
     # 3. tokenize
-    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code, args.prompt_format)
     train_ds = tokenize_dataset(train_rows, tokenizer, args.max_length)
     eval_ds = tokenize_dataset(eval_rows, tokenizer, args.max_length) if eval_rows else None
     # 4. base model

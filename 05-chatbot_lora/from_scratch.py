@@ -1,6 +1,7 @@
 """Lesson 05 by hand: LoRA in plain torch, then checked against the peft model train.py builds.
 
 python 05-chatbot_lora/from_scratch.py --model_name_or_path tiny-bloom [--target_modules ...] [--modules_to_save ...]
+python 05-chatbot_lora/from_scratch.py --model_name_or_path tiny-bloom --target_modules all-linear   # as peft's
 """
 
 import copy
@@ -63,11 +64,20 @@ def swap(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent), child, new)
 
 
+def all_linear(model: nn.Module) -> list[str]:
+    """`--target_modules all-linear` as peft 0.21.2 reads it (tuners/tuners_utils.py,
+    _maybe_include_all_linear_layers): every nn.Linear except the output layer, whose rows are the vocabulary."""
+    output = model.get_output_embeddings()
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not output]
+
+
 def by_hand(model: nn.Module, args, tokenizer=None) -> nn.Module:
     if args.target_modules is None:  # train.py's default: peft's list for the architecture (a table, not code)
         from common.targets import default_target_modules
 
         targets = default_target_modules(model)
+    elif [t.lower() for t in args.target_modules] == ["all-linear"]:
+        targets = all_linear(model)  # full names: is_target matches them exactly
     else:
         targets = args.target_modules
     model.requires_grad_(False)

@@ -48,7 +48,8 @@ class Check:
 def parse_args(lesson_dir: Path, argv: list[str] | None, description: str | None = None) -> BaseScriptArguments:
     """The lesson's own ScriptArguments, so every flag means what it means for train.py.
 
-    The data flags are accepted (a train.py command line can be pasted) but left out of --help: nothing is trained.
+    The data flags are accepted (a train.py command line can be pasted) but left out of --help: nothing is trained
+    (the comparison batch is in the course format).
     """
     parser = HfArgumentParser(
         lesson_module(lesson_dir.name, "train").ScriptArguments,
@@ -57,7 +58,7 @@ def parse_args(lesson_dir: Path, argv: list[str] | None, description: str | None
         epilog=f"Exit status 0 when both counts are equal and max |logit difference| <= {TOLERANCE:g}, else 1.",
     )
     for action in parser._actions:
-        if action.dest in ("dataset", "eval_dataset", "max_length"):
+        if action.dest in ("dataset", "eval_dataset", "max_length", "prompt_format"):
             action.help = argparse.SUPPRESS
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     return args

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .distributed import is_distributed, main_process_first
 from .errors import UserError, first_line
 from .hub import require_hub
-from .prompt import build_prompt
+from .prompt_format import COURSE, MODEL, PROMPT_FORMAT_HELP, PROMPT_FORMATS, instruction_prompt, prompt_and_row_ids
 
 if TYPE_CHECKING:
     import datasets
@@ -111,7 +111,8 @@ def _check_columns(ds: datasets.Dataset, source: str) -> datasets.Dataset:
 
 
 def tokenize_dataset(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
-    """Tokenise rows into input_ids / attention_mask / labels; only the answer and EOS are learned.
+    """Tokenise rows into input_ids / attention_mask / labels; only the answer and EOS (in the model's chat
+    format: its end-of-turn token) are learned.
 
     Rows longer than `max_length` are cut on the right: the answer loses its tail and its EOS, which is right,
     since the model should not learn to stop there. Rows whose prompt alone fills `max_length` would teach
@@ -121,18 +122,15 @@ def tokenize_dataset(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, m
         raise UserError("the tokenizer has no EOS token; the model could not learn where an answer ends")
 
     def encode(batch):
-        prompts = [build_prompt(i, x or "") for i, x in zip(batch["instruction"], batch["input"])]
-        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(batch["output"], add_special_tokens=False)["input_ids"]
         out = {"input_ids": [], "attention_mask": [], "labels": [], "cut": []}
-        for p, a in zip(prompt_ids, answer_ids):
-            ids = (p + a + [tokenizer.eos_token_id])[:max_length]
+        for p, row in prompt_and_row_ids(tokenizer, batch["instruction"], batch["input"], batch["output"]):
+            ids = row[:max_length]
             if len(ids) <= len(p):
                 continue  # nothing left to learn
             out["input_ids"].append(ids)
             out["attention_mask"].append([1] * len(ids))
             out["labels"].append([IGNORE_INDEX] * len(p) + ids[len(p) :])
-            out["cut"].append(len(p) + len(a) + 1 > max_length)
+            out["cut"].append(len(row) > max_length)
         return out
 
     with main_process_first():  # under several processes: tokenise once per machine, the others read the cache
@@ -188,20 +186,26 @@ def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorForSeq2Seq:
     )
 
 
-def show_rows(dataset: str, model_name_or_path: str, index: int, max_length: int) -> None:
+def show_rows(
+    dataset: str, model_name_or_path: str, index: int, max_length: int, prompt_format: str = "course"
+) -> None:
     """Print what the model trains on: one row through template, tokenizer and masking, then a padded batch."""
     from .models import load_tokenizer
+    from .prompt_format import end_of_turn_id
 
     rows = load_instruction_data(dataset)
     if not 0 <= index < len(rows) - 1:
         raise UserError(f"--show {index}: pick a row from 0 to {len(rows) - 2} (it is shown with the next one)")
-    tokenizer = load_tokenizer(model_name_or_path)
+    tokenizer = load_tokenizer(model_name_or_path, prompt_format=prompt_format)
     pair = rows.select([index, index + 1])
     row = pair[0]
-    prompt = build_prompt(row["instruction"], row["input"] or "")
+    prompt = instruction_prompt(tokenizer, row["instruction"], row["input"] or "")
+    end = f"EOS {tokenizer.eos_token!r}"
+    if prompt_format == MODEL:
+        end = f"end of turn {tokenizer.decode([end_of_turn_id(tokenizer)])!r}"
     print(f"== row {index} of {Path(dataset).name}")
     print(f"prompt (template applied): {prompt!r}")
-    print(f"answer (+ EOS {tokenizer.eos_token!r}):   {row['output']!r}")
+    print(f"answer (+ {end}):   {row['output']!r}")
     tokenized = tokenize_dataset(pair, tokenizer, max_length)
     example = tokenized[0]
     ids, labels = example["input_ids"], example["labels"]
@@ -234,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     sample = Path(__file__).resolve().parents[1] / "data" / "alpaca_sample_zh.json"
     parser.add_argument("--dataset", default=str(sample), help="rows to read (default: the course's sample data)")
     parser.add_argument("--max_length", type=int, default=256, help="cut longer rows on the right, as train.py does")
+    parser.add_argument("--prompt_format", default=COURSE, choices=PROMPT_FORMATS, help=PROMPT_FORMAT_HELP)
     args = parser.parse_args(argv)
-    show_rows(args.dataset, args.model_name_or_path, args.show, args.max_length)
+    show_rows(args.dataset, args.model_name_or_path, args.show, args.max_length, args.prompt_format)
 
 
 if __name__ == "__main__":

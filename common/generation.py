@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .errors import UserError
-from .prompt import build_chat_prompt, build_prompt
+from .prompt_format import conversation_text, instruction_prompt, stop_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -16,11 +16,12 @@ if TYPE_CHECKING:
 
 
 def generation_kwargs(args: InferArguments, tokenizer: PreTrainedTokenizerBase) -> dict:
-    """`generate()` arguments for infer.py's flags: greedy or sampled, stopping at EOS."""
+    """`generate()` arguments for infer.py's flags: greedy or sampled, stopping at EOS (in the model's chat
+    format also at its end-of-turn token)."""
     kwargs = {
         "max_new_tokens": args.max_new_tokens,
         "do_sample": args.do_sample,
-        "eos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": stop_token_ids(tokenizer),
         "pad_token_id": tokenizer.pad_token_id,
     }
     if args.do_sample:
@@ -58,8 +59,9 @@ def generate_answers(
     gen_kwargs: dict,
     streamer: BaseStreamer | None = None,
 ) -> list[str]:
-    """Answer a batch of instructions in one left-padded generate() call."""
-    return generate_from_prompts(model, tokenizer, [build_prompt(text) for text in instructions], gen_kwargs, streamer)
+    """Answer a batch of instructions in one left-padded generate() call, in the tokenizer's prompt format."""
+    prompts = [instruction_prompt(tokenizer, text) for text in instructions]
+    return generate_from_prompts(model, tokenizer, prompts, gen_kwargs, streamer)
 
 
 def generate_from_prompts(
@@ -118,11 +120,12 @@ def prompt_budget(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ma
 def conversation_prompt(
     tokenizer: PreTrainedTokenizerBase, history: list[tuple[str, str]], message: str, max_turns: int, budget: int
 ) -> tuple[str, int]:
-    """The prompt for `message` with up to `max_turns` earlier (question, answer) turns in the training format;
+    """The prompt for `message` with up to `max_turns` earlier (question, answer) turns in the training format
+    (common.prompt_format);
     the oldest turns go first while the prompt is longer than `budget` tokens. Returns it and the turns kept."""
     turns = list(history[-max_turns:]) if max_turns > 0 else []
     while True:
-        prompt = build_chat_prompt(turns, message, tokenizer.eos_token)
+        prompt = conversation_text(tokenizer, turns, message)
         if not turns or len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget:
             return prompt, len(turns)
         turns.pop(0)

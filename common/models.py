@@ -32,11 +32,14 @@ def _could_not_load(what: str, name: str, exc: Exception) -> UserError:
     return UserError(f"could not load {what} {name!r}: {first_line(exc)}{hint}")
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The tokenizer, with a pad token and the course's chat template."""
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, prompt_format: str | None = None
+) -> PreTrainedTokenizerBase:
+    """The tokenizer, with a pad token and the chat template of `prompt_format` (common.prompt_format; None: the
+    format recorded in the folder, e.g. an adapter's, else the course's)."""
     from transformers import AutoTokenizer
 
-    from .prompt import chat_template
+    from .prompt_format import apply_prompt_format
 
     check_model_path(name_or_path)
     try:
@@ -45,8 +48,8 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
         raise _could_not_load("a tokenizer from", name_or_path, exc) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # the course's prompt format, so every saved tokenizer (adapter/, checkpoints, --merge_to) carries it
-    tokenizer.chat_template = chat_template()
+    # every saved tokenizer (adapter/, checkpoints, --merge_to) then carries the format and its template
+    apply_prompt_format(tokenizer, prompt_format, name_or_path)
     return tokenizer
 
 

@@ -2,6 +2,7 @@
 
     python -m common.tiny_model tiny-bloom
     python -m common.tiny_model tiny-qwen2 --arch qwen2      # or qwen3, llama: grouped-query attention
+    python -m common.tiny_model tiny-qwen2-chat --arch qwen2 --chat_template   # plus a ChatML chat template
 
 It shows the mechanics of every lesson in seconds; its answers are noise. The embeddings are untied and the
 init is wider than BLOOM's default, because a tiny tied BLOOM mostly repeats its last input token, and then a
@@ -91,19 +92,39 @@ def build_tiny_model(
     return out_dir
 
 
+# A ChatML template like Qwen's (no default system message), for `--prompt_format model` on a tiny model
+CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]
+CHATML_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' ~ message['role'] ~ '\n' ~ message['content'] ~ '<|im_end|>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+)
+
+
+def add_chatml(tokenizer: PreTrainedTokenizerFast) -> None:
+    """ChatML's two markers as special tokens (ids after the trained vocabulary) and its template. Optional: the
+    two extra tokens change the vocabulary size, so the model's random weights, of the default tiny models."""
+    tokenizer.add_tokens(CHATML_TOKENS, special_tokens=True)
+    tokenizer.chat_template = CHATML_TEMPLATE
+
+
 # Tiny stand-ins for other architectures (issue 20): grouped-query attention (4 query heads share 2 key/value
 # heads), Qwen2's q/k/v biases, Qwen3's explicit head_dim and no biases, Llama's no biases.
 OTHER_ARCHITECTURES = ("qwen2", "qwen3", "llama")
 
 
 def build_tiny_other_model(
-    out_dir: str | Path, arch: str, hidden_size: int = 64, n_layer: int = 2, seed: int = 0
+    out_dir: str | Path, arch: str, hidden_size: int = 64, n_layer: int = 2, seed: int = 0, chatml: bool = False
 ) -> Path:
-    """Save the sample-data tokenizer and a random Qwen2, Qwen3 or Llama causal LM (GQA) to `out_dir`."""
+    """Save the sample-data tokenizer and a random Qwen2, Qwen3 or Llama causal LM (GQA) to `out_dir`; with
+    `chatml`, the tokenizer has a ChatML chat template, as an instruct model's has."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
 
     tokenizer = build_tokenizer()
+    if chatml:
+        add_chatml(tokenizer)
     classes = {"qwen2": Qwen2Config, "qwen3": Qwen3Config, "llama": LlamaConfig}
     extra = {"head_dim": 16} if arch == "qwen3" else {}
     config = classes[arch](
@@ -137,11 +158,20 @@ def main() -> None:
     parser.add_argument("--n_head", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch", default="bloom", choices=("bloom", *OTHER_ARCHITECTURES))
+    parser.add_argument(
+        "--chat_template",
+        action="store_true",
+        help="qwen2/qwen3/llama only: give the tokenizer a ChatML chat template (for --prompt_format model)",
+    )
     args = parser.parse_args()
     if args.arch == "bloom":
+        if args.chat_template:
+            parser.error("--chat_template: only with --arch qwen2, qwen3 or llama")
         out = build_tiny_model(args.out_dir, args.hidden_size, args.n_layer, args.n_head, args.seed)
     else:
-        out = build_tiny_other_model(args.out_dir, args.arch, args.hidden_size, args.n_layer, args.seed)
+        out = build_tiny_other_model(
+            args.out_dir, args.arch, args.hidden_size, args.n_layer, args.seed, args.chat_template
+        )
     print(f"tiny {args.arch} written to {out} (random weights: it shows the mechanics, not answer quality)")
 
 

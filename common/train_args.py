@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .distributed import process_defaults
 from .errors import DEBUG_EPILOG, UserError, first_line
 from .models import DEFAULT_MODEL, DTYPES
+from .prompt_format import COURSE, PROMPT_FORMAT_HELP, PROMPT_FORMATS
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -47,6 +48,7 @@ class BaseScriptArguments:
     eval_dataset: str | None = field(
         default=None, metadata={"help": "Optional held-out data in the same formats; evaluated after training."}
     )
+    prompt_format: str = field(default=COURSE, metadata={"help": PROMPT_FORMAT_HELP, "choices": list(PROMPT_FORMATS)})
     max_length: int = field(default=256, metadata={"help": "Longest tokenised row; longer rows are cut on the right."})
     dtype: str = field(
         default="float32",

@@ -103,20 +103,27 @@ def greedy_reference(model, tokenizer, instruction: str, max_new_tokens: int) ->
     return greedy_reference_for_prompt(model, tokenizer, build_prompt(instruction), max_new_tokens)
 
 
-@torch.no_grad()
-def greedy_reference_for_prompt(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+def greedy_reference_for_prompt(model, tokenizer, prompt: str, max_new_tokens: int, stop_ids=None) -> str:
     """Greedy decoding of a ready-made prompt (e.g. a conversation with history), one full forward pass per
-    token: no KV cache, no generate()."""
+    token: no KV cache, no generate(). It stops at EOS, or at any of `stop_ids` where given."""
+    new = greedy_token_ids(model, tokenizer, prompt, max_new_tokens, stop_ids)
+    return tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+@torch.no_grad()
+def greedy_token_ids(model, tokenizer, prompt: str, max_new_tokens: int, stop_ids=None) -> list[int]:
+    """The new token ids of greedy_reference_for_prompt, the stop token included where one was reached."""
+    stop = set(stop_ids) if stop_ids is not None else {tokenizer.eos_token_id}
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
     new = []
     for _ in range(max_new_tokens):
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
         token = int(logits[0, -1].argmax())
-        if token == tokenizer.eos_token_id:
-            break
         new.append(token)
+        if token in stop:
+            break
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-    return tokenizer.decode(new, skip_special_tokens=True).strip()
+    return new
 
 
 def assert_same_loss_and_gradients(result, tolerance: float) -> None:

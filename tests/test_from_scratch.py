@@ -82,6 +82,21 @@ def test_lora_starts_at_the_base_model(tiny_model_dir):
     assert torch.equal(hand, base)
 
 
+@pytest.mark.parametrize("arch", ["bloom", "qwen2"])
+def test_lora_all_linear_by_hand_equals_peft(arch, tiny_model_dir, other_model_dir):
+    """Every Linear but the output layer, as peft selects them: same counts, logits, loss and gradients."""
+    model_dir = tiny_model_dir if arch == "bloom" else other_model_dir(arch)
+    module = scratch("lora_qkv")
+    result = check(module.LESSON_DIR, module.by_hand, module.copy_values,
+                   variant_args("lora_qkv", model_dir, ["--target_modules", "all-linear"]))  # fmt: skip
+    assert result.ok, (result.hand_count, result.reference_count, result.max_diff)
+    assert_same_loss_and_gradients(result, TOLERANCE)
+    adapted = {n for n, m in result.hand.named_modules() if isinstance(m, module.LoRALinear)}
+    linear = {n for n, m in result.hand.named_modules() if type(m) is torch.nn.Linear and ".lora_" not in n}
+    assert len(adapted) > 2 * result.hand.config.num_hidden_layers  # more than the default's one or two per layer
+    assert linear - {f"{n}.base_layer" for n in adapted} == {"lm_head"}  # every other Linear got LoRA
+
+
 @pytest.mark.parametrize("variant", ["lora_qkv_dense", "lora_regex_emb"])
 def test_lora_merge_by_hand_equals_merge_and_unload(variant, tiny_model_dir):
     module = scratch(variant)

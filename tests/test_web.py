@@ -53,16 +53,32 @@ def lora(trained):
     return trained("lora_qkv")
 
 
-@pytest.fixture(scope="module")
-def expected(lora):
+def expected_answers(out_dir):
     """Greedy answers: the first question alone, then the second with the first turn as history."""
-    model, tokenizer = lesson_module("05", "infer").load_for_inference(str(lora.out_dir))
+    model, tokenizer = lesson_module("05", "infer").load_for_inference(str(out_dir))
     first = greedy_reference_for_prompt(model, tokenizer, build_prompt(QUESTIONS[0]), MAX_NEW)
     with_history = build_chat_prompt([(QUESTIONS[0], first)], QUESTIONS[1], tokenizer.eos_token)
     second = greedy_reference_for_prompt(model, tokenizer, with_history, MAX_NEW)
     alone = greedy_reference_for_prompt(model, tokenizer, build_prompt(QUESTIONS[1]), MAX_NEW)
     assert second != alone, "the history must change the answer, or these tests could not tell"
     return {"first": first, "second": second, "second_alone": alone}
+
+
+@pytest.fixture(scope="module")
+def expected(lora):
+    return expected_answers(lora.out_dir)
+
+
+@pytest.fixture(scope="module")
+def qwen_lora(trained_other):
+    """LoRA on a tiny Qwen3 (grouped-query attention, RoPE): the page on one architecture besides BLOOM. The
+    same run as test_other_models' qwen3 case, shared within a session."""
+    return trained_other("qwen3", "lora_qkv")
+
+
+@pytest.fixture(scope="module")
+def qwen_expected(qwen_lora):
+    return expected_answers(qwen_lora.out_dir)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +140,23 @@ def test_streamed_turn_grows_and_ends_with_the_cli_answer(lora, expected):
     assert len(shown) >= 3, shown  # token by token, not all at once
     assert all(b.startswith(a) for a, b in zip(shown[:-2], shown[1:-1])), shown
     assert shown[-1] == expected["second"]
+
+
+def test_web_turn_and_terminal_chat_on_qwen3(qwen_lora, qwen_expected, capsys, monkeypatch):
+    from common.generation import generation_kwargs, prompt_budget
+    from common.infer_args import parse_infer_args
+    from common.web import stream_turn
+
+    model, tokenizer = lesson_module("05", "infer").load_for_inference(str(qwen_lora.out_dir))
+    gen_kwargs = generation_kwargs(parse_infer_args(GREEDY, ""), tokenizer)
+    shown = list(stream_turn(model, tokenizer, [(QUESTIONS[0], qwen_expected["first"])], QUESTIONS[1], gen_kwargs, 3))
+    assert len(shown) >= 3 and all(b.startswith(a) for a, b in zip(shown[:-2], shown[1:-1])), shown
+    assert shown[-1] == qwen_expected["second"]
+    adapter = ["--adapter", str(qwen_lora.out_dir), *GREEDY]
+    out = chat_in_terminal("05", capsys, monkeypatch, QUESTIONS, *adapter)
+    assert chat_answers(out) == [qwen_expected["first"], qwen_expected["second"]]
+    # Qwen records its context length, unlike BLOOM
+    assert prompt_budget(model, tokenizer, MAX_NEW) == model.config.max_position_embeddings - MAX_NEW
 
 
 # ---------------------------------------------------------------- chat template and merged folders
@@ -266,9 +299,13 @@ def wait_for_page(proc, log, port, timeout=120):
 
 
 @pytest.mark.browser
-def test_web_page_in_a_browser_answers_like_the_cli(lora, expected, tmp_path, capsys):
+@pytest.mark.parametrize("arch", ["bloom", "qwen3"])
+def test_web_page_in_a_browser_answers_like_the_cli(arch, request, tmp_path, capsys):
     chromium = browser_or_skip()
     from playwright.sync_api import sync_playwright
+
+    lora = request.getfixturevalue("lora" if arch == "bloom" else "qwen_lora")
+    expected = request.getfixturevalue("expected" if arch == "bloom" else "qwen_expected")
 
     port = free_port()
     cmd = [sys.executable, str(ROOT / LESSONS["05"] / "infer.py"), "--adapter", str(lora.out_dir), "--web",
@@ -309,7 +346,7 @@ def test_web_page_in_a_browser_answers_like_the_cli(lora, expected, tmp_path, ca
         assert answers[0] == expected["first"]
         hosts = {url.split("/")[2] for url in requests if url.startswith(("http:", "https:", "ws:", "wss:"))}
         assert hosts == {f"127.0.0.1:{port}"}, "the page must work offline: no CDN, no analytics"
-        if os.environ.get(SCREENSHOT_ENV):
+        if os.environ.get(SCREENSHOT_ENV) and arch == "bloom":  # the README shows the course model
             shutil.copyfile(tmp_path / "web_chat.png", os.environ[SCREENSHOT_ENV])
     finally:
         proc.terminate()
