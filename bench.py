@@ -201,7 +201,8 @@ def train_and_measure(folder: str, argv: list[str]) -> dict:
     finally:
         train.make_collator, train.finish_training = make_collator, finish_training
     metrics = json.loads((Path(trainer.args.output_dir) / "all_results.json").read_text())
-    flops = measure(trainer.model)
+    with trainer.accelerator.autocast():  # the probe pass in the run's own precision (bf16 weights, fp32 biases)
+        flops = measure(trainer.model)
     # steady state: from the second optimizer step on (the first one pays for allocations and kernel choice)
     accumulation = trainer.args.gradient_accumulation_steps
     steady = batches[accumulation:] if len(batches) > accumulation else batches

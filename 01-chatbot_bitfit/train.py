@@ -16,6 +16,7 @@ LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
 from safetensors.torch import save_file
+from torch import nn
 from transformers import set_seed
 
 from common.artifacts import BITFIT_BIASES, BITFIT_INFO, save_final
@@ -50,6 +51,9 @@ def add_method(model, args: ScriptArguments, tokenizer):
         param.requires_grad = "bias" in name
         if param.requires_grad:
             param.data = param.data.float()
+    for module in model.modules():  # a LayerNorm needs its weight in its bias's dtype (bf16 base models)
+        if isinstance(module, nn.LayerNorm) and module.bias is not None:
+            module.weight.data = module.weight.data.float()
     require_biases(model)  # Llama, Qwen3: no bias anywhere, a clear error instead of training nothing
     return model
 

@@ -33,6 +33,11 @@ CPU_LAYOUT = dict(
 ACCELERATOR_LAYOUT = dict(
     per_device_train_batch_size=8, gradient_accumulation_steps=1, train_sampling_strategy="group_by_length"
 )
+LAYOUT_EPILOG = (
+    "Batch layout: 8 rows per optimizer step, as the course. Default on a CPU (or with --use_cpu true): "
+    "--per_device_train_batch_size 4 --gradient_accumulation_steps 2 --train_sampling_strategy group_by_length; "
+    "on a GPU: 8 x 1, group_by_length (measured: docs/speed_and_memory.md). Any of these flags given wins. "
+)
 EVAL_BATCH = 8  # fixed, whatever the training layout: eval losses depend on the batching
 
 
@@ -73,7 +78,7 @@ def parse_train_args(
     """
     from transformers import HfArgumentParser, TrainingArguments
 
-    parser = HfArgumentParser((script_cls, TrainingArguments), epilog=DEBUG_EPILOG)
+    parser = HfArgumentParser((script_cls, TrainingArguments), epilog=LAYOUT_EPILOG + DEBUG_EPILOG)
     parser.set_defaults(**process_defaults())  # torchrun / accelerate launch / deepspeed
     parser.set_defaults(
         output_dir=str(lesson_dir / "output"),

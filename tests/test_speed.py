@@ -128,9 +128,11 @@ def test_benchmark_prints_every_figure(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_gpu_suite_code_path_runs_on_cpu(tiny_model_dir, tmp_path):
-    """Every lesson, both layouts, in one worker process: the table a GPU run would commit to docs/."""
+    """Every lesson, both layouts, in one worker process, in the GPU's precision (bf16 weights under bf16
+    autocast, which a CPU runs slowly but correctly): the table a GPU run would commit to docs/."""
     text = bench_run("--gpu-suite", "--model_name_or_path", str(tiny_model_dir), "--suite_steps", "2",
-                     "--eval_rows", "8", "--output_dir", str(tmp_path))  # fmt: skip
+                     "--eval_rows", "8", "--output_dir", str(tmp_path),
+                     "--bf16", "true", "--dtype", "bfloat16", "--use_cpu", "true")  # fmt: skip
     rows = table_rows(text, "| 0")
     assert len(rows) == 10, text
     for row in rows:
