@@ -24,8 +24,8 @@ DEFAULT_DATASET = "shibing624/alpaca-zh"
 # The course's effective batch of 8 rows per optimizer step, laid out per device. The Trainer weights the loss
 # by tokens, so batching and accumulation give the same update; rows grouped by length waste little on padding.
 # Which layout is fastest was measured with `python bench.py --layouts` (docs/speed_and_memory.md): on this
-# course's 2-core CPU, 4 rows x 2 accumulation steps; batch 8 x 1 needs more memory traffic per step there.
-# On a GPU a batch of 1 leaves the device mostly idle, so all 8 rows go into one batch there.
+# course's 2-core CPU, 4 rows x 2 accumulation steps (8 x 1 was slower there, and pads more). Not measured on a
+# GPU, where a batch of 1 leaves the device mostly idle: all 8 rows go into one batch there.
 COURSE_LAYOUT = dict(per_device_train_batch_size=1, gradient_accumulation_steps=8, train_sampling_strategy="random")
 CPU_LAYOUT = dict(
     per_device_train_batch_size=4, gradient_accumulation_steps=2, train_sampling_strategy="group_by_length"

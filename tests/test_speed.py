@@ -91,6 +91,13 @@ def test_runs_alternate():
     assert bench.alternated(["course", "defaults"], 3) == ["course", "defaults"] * 3
 
 
+def test_figures_are_medians_with_their_range():
+    import bench
+
+    assert bench.spread([3.0, 1.0, 2.0], ".1f") == "2.0 [1.0-3.0]"
+    assert bench.spread([1.25], ".2f") == "1.25"
+
+
 def bench_run(*argv, timeout=300):
     out = subprocess.run([sys.executable, str(ROOT / "bench.py"), *argv], capture_output=True, text=True, cwd=ROOT,
                          timeout=timeout)  # fmt: skip
@@ -104,21 +111,18 @@ def table_rows(text: str, *starts: str) -> list[str]:
 
 @pytest.mark.slow
 def test_benchmark_prints_every_figure(tiny_model_dir, tmp_path):
-    text = bench_run("--model_name_or_path", str(tiny_model_dir), "--lessons", "05", "--repeats", "2",
+    text = bench_run("--model_name_or_path", str(tiny_model_dir), "--lessons", "05", "--repeats", "1",
                      "--samples", "8", "--eval_rows", "8", "--generation", "--gen_tokens", "4",
                      "--output_dir", str(tmp_path))  # fmt: skip
     for figure in ("samples/s", "whole process s", "% of limit", "pad eff.", "peak MB", "eval loss",
                    "load average (1 min) before:", "load average (1 min) after:", "limit = the best:",
-                   "median [lowest-highest] of 2 alternated runs"):  # fmt: skip
+                   "median [lowest-highest] of 1 alternated runs"):  # fmt: skip
         assert figure in text, f"{figure!r} missing:\n{text}"
     course, defaults = table_rows(text, "course: batch 1 x accum 8, random", "defaults: batch 4 x accum 2")
     for line in (course, defaults):
-        # median [lowest-highest] for samples/s, whole process and % of limit, then three medians
-        figures = line.split(", ")[-1].split()[1:]
-        samples, whole, limit = (float(figures[i]) for i in (0, 2, 4))
-        low, high = (float(x) for x in figures[1].strip("[]").split("-"))
-        assert low <= samples <= high and whole > 0 and 0 < limit <= 100
-        pad_eff, peak, eval_loss = (float(x) for x in figures[-3:])
+        # one run: samples/s, whole process, % of limit, padding efficiency, peak MB, eval loss
+        samples, whole, limit, pad_eff, peak, eval_loss = (float(x) for x in line.split(", ")[-1].split()[1:])
+        assert samples > 0 and whole > 0 and 0 < limit <= 100
         assert 0 < pad_eff <= 1 and peak > 0 and eval_loss > 0
     assert "defaults / course:" in text and "x training samples/s" in text
     for mode in ("bare base model, one prompt per call", "LoRA (peft wrapper)", "merged LoRA", "batch 8"):
