@@ -777,7 +777,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="train on these rows as they are (default: real-length rows built from the sample data)",
     )
-    parser.add_argument("--lessons", nargs="+", choices=list(LESSONS), default=list(LESSONS))
+    parser.add_argument("--lessons", nargs="+", choices=list(LESSONS), default=list(LESSONS), help="default: all")
     parser.add_argument("--repeats", type=int, default=3, help="alternated runs of each layout (default 3)")
     parser.add_argument(
         "--layouts",
