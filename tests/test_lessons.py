@@ -174,9 +174,22 @@ def test_bitfit_keeps_trained_biases_in_fp32_on_a_half_precision_base(tiny_model
     args, _ = train.parse_train_args(train.ScriptArguments, ["--model_name_or_path", str(tiny_model_dir),
                                                              "--dtype", "float16"], train.LESSON_DIR, 1e-3)  # fmt: skip
     model = train.add_method(train.load_base_model(args.model_name_or_path, args.dtype), args, None)
+    norms = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
     dtypes = {name: p.dtype for name, p in model.named_parameters()}
     assert {d for n, d in dtypes.items() if "bias" in n} == {torch.float32}
-    assert {d for n, d in dtypes.items() if "bias" not in n} == {torch.float16}
+    assert {d for n, d in dtypes.items() if n in norms} == {torch.float32}  # a LayerNorm wants one dtype
+    assert {d for n, d in dtypes.items() if "bias" not in n and n not in norms} == {torch.float16}
+
+
+def test_bitfit_trains_on_a_bf16_base_under_autocast(tiny_model_dir):
+    """--dtype bfloat16 --bf16 true: fp32 biases next to bf16 weights must not break a training step."""
+    train = lesson_module("01", "train")
+    model = train.add_method(train.load_base_model(str(tiny_model_dir), "bfloat16"), None, None)
+    ids = torch.arange(3, 11).unsqueeze(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 @pytest.mark.slow
