@@ -345,8 +345,8 @@ def warn_if_busy(line: str, busy: bool) -> None:
 
 
 def print_runs(folder: str, runs: dict[str, list[dict]], limit: float, reference: str = "course") -> None:
-    first = next(iter(runs.values()))[0]
-    n = len(first and next(iter(runs.values())))
+    repeats = next(iter(runs.values()))
+    first, n = repeats[0], len(repeats)
     print(
         f"\n{folder} (learning rate {first['learning_rate']:g} in every run; median [lowest-highest] of {n} "
         f"alternated runs; peak memory = {first['memory_kind']})"
