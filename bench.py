@@ -33,7 +33,7 @@ from pathlib import Path
 from common.errors import UserError, run_cli
 from common.lessons import LESSONS, ROOT, lesson_module
 from common.models import REAL_CONFIG
-from common.train_args import ACCELERATOR_LAYOUT, COURSE_LAYOUT, CPU_LAYOUT
+from common.train_args import ACCELERATOR_LAYOUT, COURSE_LAYOUT, CPU_LAYOUT, default_layout
 
 
 def layout_flags(layout: dict) -> list[str]:
@@ -306,13 +306,6 @@ def run_alternated(lesson: str, layouts: dict[str, list[str]], argv: list[str], 
             run_worker("train", {"folder": folder, "argv": [*argv, *layouts[name], "--output_dir", str(out)]})
         )
     return runs
-
-
-def default_layout() -> dict:
-    """The layout train.py uses here when no layout flag is given."""
-    from common.train_args import _has_torch_accelerator
-
-    return ACCELERATOR_LAYOUT if _has_torch_accelerator() else CPU_LAYOUT
 
 
 # ---------------------------------------------------------------- figures

@@ -93,7 +93,7 @@ def parse_train_args(
         dataloader_pin_memory=_has_torch_accelerator(),
     )
     script_args, training_args = _parse(parser, argv)
-    if training_args.use_cpu or not _has_torch_accelerator():
+    if default_layout(training_args.use_cpu) is CPU_LAYOUT:
         parser.set_defaults(**CPU_LAYOUT)  # parsed again, so a layout flag on the command line still wins
         script_args, training_args = _parse(parser, argv)
     check_numbers(script_args, training_args)
@@ -104,6 +104,11 @@ def parse_train_args(
     if out.exists() and not out.is_dir():
         raise UserError(f"--output_dir {out} is a file; pass a folder path")
     return script_args, training_args
+
+
+def default_layout(use_cpu: bool = False) -> dict:
+    """The batch layout train.py uses when no layout flag is given: CPU_LAYOUT or ACCELERATOR_LAYOUT."""
+    return CPU_LAYOUT if use_cpu or not _has_torch_accelerator() else ACCELERATOR_LAYOUT
 
 
 def _parse(parser, argv: list[str] | None):
