@@ -109,7 +109,7 @@ def real_length_rows(tokenizer, n_rows: int, sources: list[dict], seed: int) -> 
     Each row keeps one source row's instruction and input; its answer is that row's answer followed by the
     answers of the next source rows, cut at the last character that keeps the row within its drawn length.
     """
-    from common.prompt import build_prompt
+    from common.course_template import build_prompt
 
     def length(prompt: str, answer: str) -> int:  # as tokenize_dataset counts it: prompt + answer + EOS
         return len(tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]) + 1

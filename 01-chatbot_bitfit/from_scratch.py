@@ -37,13 +37,13 @@ def load_biases(fresh_model: nn.Module, biases: dict[str, torch.Tensor]) -> nn.M
 
 
 # ---------------------------------------------------------------- the same values, compared with train.py
-def copy_values(hand: nn.Module, trained: nn.Module) -> None:
-    for p in trained.parameters():  # stand-in for training: move every bias train.py trains
+def copy_values(hand: nn.Module, reference: nn.Module) -> None:
+    for p in reference.parameters():  # stand-in for training: move every bias train.py trains
         if p.requires_grad:
             p.data += 0.1 * torch.randn_like(p)
     # the hand-made choice of tensors picks what to save from train.py's model; a missed bias would stay untrained
     chosen = bias_state_dict(hand).keys()
-    load_biases(hand, {name: t for name, t in bias_state_dict(trained).items() if name in chosen})
+    load_biases(hand, {name: t for name, t in bias_state_dict(reference).items() if name in chosen})
 
 
 def main(argv=None) -> int:

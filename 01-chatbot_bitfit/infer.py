@@ -13,7 +13,7 @@ from pathlib import Path
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
-from common.artifacts import BITFIT_BIASES, explain_mismatch, load_base_for, resolve_adapter
+from common.artifacts import explain_mismatch, load_base_for, read_method_record, resolve_adapter
 from common.chat import run_modes
 from common.errors import run_cli
 from common.generation import generation_kwargs
@@ -29,7 +29,7 @@ def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", t
     from safetensors.torch import load_file  # only now: flag and adapter errors come without loading torch
 
     tokenizer, model = load_base_for(folder, model_name_or_path, dtype, trust_remote_code)
-    biases = load_file(folder / BITFIT_BIASES)
+    biases = load_file(folder / read_method_record(folder)["weights"])  # the file train.py named
     with explain_mismatch(folder, model):
         expected = {name for name, _ in model.named_parameters() if "bias" in name}
         if set(biases) != expected:

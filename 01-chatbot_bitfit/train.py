@@ -7,7 +7,6 @@ python 01-chatbot_bitfit/train.py --bf16 true          # bloom-1b4-zh on alpaca-
 python 01-chatbot_bitfit/train.py --help
 """
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +18,18 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import set_seed
 
-from common.artifacts import BITFIT_BIASES, BITFIT_INFO, save_final
+from common.artifacts import save_final, write_method_record
+from common.checkpoints import TrainableStateTrainer, resume_checkpoint
 from common.data import load_instruction_data, make_collator, tokenize_dataset
 from common.distributed import setup_processes
-from common.errors import run_cli
-from common.metrics import finish_training
+from common.errors import UserError, run_cli
 from common.models import load_base_model, load_tokenizer
+from common.parameters import print_trainable_parameters, trainable_state
+from common.results import write_results
 from common.train_args import BaseScriptArguments, parse_train_args
-from common.trainable import print_trainable_parameters, require_biases, trainable_state
-from common.trainer import TrainableStateTrainer, resume_checkpoint
 
 LEARNING_RATE = 1e-3
+BIASES_FILE = "bitfit_biases.safetensors"
 
 
 # ---------------------------------------------------------------- 1. config
@@ -58,16 +58,28 @@ def add_method(model, args: ScriptArguments, tokenizer):
     return model
 
 
+def require_biases(model) -> None:
+    """BitFit needs bias terms; Llama and Qwen3 have none (their Linear layers are built with bias=False and
+    RMSNorm has no bias), so BitFit would train nothing: stop before training and say what could be trained."""
+    if not any(p.requires_grad for p in model.parameters()):
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise UserError(
+            f"this model ({kind}) has no bias parameters, so BitFit has nothing to train; "
+            "use another method, e.g. lesson 05 (LoRA) or 02 (prompt tuning)"
+        )
+
+
 def save_method(model, tokenizer, folder: Path) -> None:
-    # only the trainable tensors (about 2 MB for bloom-1b4-zh), plus which base they belong to
+    # only the trainable tensors (about 2 MB for bloom-1b4-zh), plus a record of the method, its base model
+    # and the weights file, which infer.py reads back
     biases = trainable_state(model)  # every trainable tensor: the biases
-    save_file(biases, folder / BITFIT_BIASES)
-    info = {"method": "bitfit", "base_model_name_or_path": model.config._name_or_path, "tensors": len(biases)}
-    (folder / BITFIT_INFO).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    save_file(biases, folder / BIASES_FILE)
+    write_method_record(folder, "BITFIT", model, weights=BIASES_FILE, tensors=len(biases))
     tokenizer.save_pretrained(folder)
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None, callbacks: list | None = None):
+    # callbacks: extra TrainerCallbacks for the Trainer (bench.py's step timer); the lesson itself needs none
     # 1. config, and the processes of this run
     args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
     checkpoint = resume_checkpoint(training_args)  # None, or the folder to resume from, checked before loading
@@ -92,10 +104,11 @@ def main(argv: list[str] | None = None):
         train_dataset=train_ds,
         data_collator=make_collator(tokenizer),
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
     # 7. train
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    finish_training(trainer, result, eval_ds)
+    write_results(trainer, result, eval_ds)  # results.json: what compare.py and bench.py read
     # 8. save
     save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
     return trainer

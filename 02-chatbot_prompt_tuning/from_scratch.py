@@ -50,18 +50,18 @@ class PromptTuningLM(nn.Module):
         return self.base(inputs_embeds=embeds, attention_mask=extend_mask(attention_mask, n), labels=labels)
 
 
-def by_hand(base: nn.Module, args, tokenizer=None) -> PromptTuningLM:
+def by_hand(model: nn.Module, args, tokenizer=None) -> PromptTuningLM:
     text_ids = tokenizer(args.prompt_init_text)["input_ids"] if args.prompt_init == "text" else None
     # the same defaults as train.py: the text's own length, or 10 random vectors
     n = args.num_virtual_tokens or (len(text_ids) if text_ids else 10)
-    prompt = PromptEmbedding(n, base.config.hidden_size, text_ids, base.get_input_embeddings())
-    return PromptTuningLM(base, prompt)
+    prompt = PromptEmbedding(n, model.config.hidden_size, text_ids, model.get_input_embeddings())
+    return PromptTuningLM(model, prompt)
 
 
 # ---------------------------------------------------------------- the same values, compared with peft
-def copy_values(hand: PromptTuningLM, peft_model) -> None:
+def copy_values(hand: PromptTuningLM, reference) -> None:
     # the init already agrees for text init; copying makes the random init agree too
-    hand.prompt_encoder.load_state_dict(peft_model.prompt_encoder["default"].state_dict(), strict=True)
+    hand.prompt_encoder.load_state_dict(reference.prompt_encoder["default"].state_dict(), strict=True)
 
 
 def main(argv=None) -> int:

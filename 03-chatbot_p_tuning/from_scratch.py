@@ -57,16 +57,16 @@ class PTuningLM(nn.Module):
         return self.base(inputs_embeds=embeds, attention_mask=extend_mask(attention_mask, n), labels=labels)
 
 
-def by_hand(base: nn.Module, args, tokenizer=None) -> PTuningLM:
+def by_hand(model: nn.Module, args, tokenizer=None) -> PTuningLM:
     # encoder size left unset = the model's hidden size (peft 0.21.2, utils/other.py, _prepare_prompt_learning_config)
-    h = base.config.hidden_size
+    h = model.config.hidden_size
     encoder = PromptEncoder(args.num_virtual_tokens, h, args.encoder_hidden_size or h, args.encoder_type)
-    return PTuningLM(base, encoder)
+    return PTuningLM(model, encoder)
 
 
 # ---------------------------------------------------------------- the same values, compared with peft
-def copy_values(hand: PTuningLM, peft_model) -> None:
-    hand.prompt_encoder.load_state_dict(peft_model.prompt_encoder["default"].state_dict(), strict=True)
+def copy_values(hand: PTuningLM, reference) -> None:
+    hand.prompt_encoder.load_state_dict(reference.prompt_encoder["default"].state_dict(), strict=True)
 
 
 def main(argv=None) -> int:

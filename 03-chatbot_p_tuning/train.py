@@ -18,13 +18,14 @@ from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskT
 from transformers import set_seed
 
 from common.artifacts import save_final
+from common.checkpoints import TrainableStateTrainer, resume_checkpoint
 from common.data import load_instruction_data, make_collator, tokenize_dataset
 from common.distributed import setup_processes
 from common.errors import run_cli
-from common.metrics import finish_training
 from common.models import load_base_model, load_tokenizer
+from common.parameters import print_trainable_parameters
+from common.results import write_results
 from common.train_args import BaseScriptArguments, parse_train_args
-from common.trainer import TrainableStateTrainer, resume_checkpoint
 
 LEARNING_RATE = 1e-3
 
@@ -64,7 +65,8 @@ def save_method(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None, callbacks: list | None = None):
+    # callbacks: extra TrainerCallbacks for the Trainer (bench.py's step timer); the lesson itself needs none
     # 1. config, and the processes of this run
     args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
     checkpoint = resume_checkpoint(training_args)  # None, or the folder to resume from, checked before loading
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None):
     model = load_base_model(args.model_name_or_path, args.dtype, args.trust_remote_code)
     # 5. method
     model = add_method(model, args, tokenizer)
-    model.print_trainable_parameters()
+    print_trainable_parameters(model)
     # 6. Trainer
     trainer = TrainableStateTrainer(
         model=model,
@@ -89,10 +91,11 @@ def main(argv: list[str] | None = None):
         train_dataset=train_ds,
         data_collator=make_collator(tokenizer),
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
     # 7. train
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    finish_training(trainer, result, eval_ds)
+    write_results(trainer, result, eval_ds)  # results.json: what compare.py and bench.py read
     # 8. save
     save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
     return trainer

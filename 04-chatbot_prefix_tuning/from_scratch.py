@@ -68,20 +68,20 @@ def kv_heads_and_dim(config) -> tuple[int, int]:
     return heads, head_dim
 
 
-def by_hand(base: nn.Module, args, tokenizer=None) -> PrefixTuningLM:
-    c = base.config
+def by_hand(model: nn.Module, args, tokenizer=None) -> PrefixTuningLM:
+    c = model.config
     heads, head_dim = kv_heads_and_dim(c)
     width = heads * head_dim  # = hidden for BLOOM
     # encoder size left unset = that width (peft 0.21.2, utils/other.py, _prepare_prompt_learning_config)
     encoder = PrefixEncoder(
         args.num_virtual_tokens, c.num_hidden_layers, width, args.encoder_hidden_size or width, args.prefix_projection
     )
-    return PrefixTuningLM(base, encoder)
+    return PrefixTuningLM(model, encoder)
 
 
 # ---------------------------------------------------------------- the same values, compared with peft
-def copy_values(hand: PrefixTuningLM, peft_model) -> None:
-    hand.prompt_encoder.load_state_dict(peft_model.prompt_encoder["default"].state_dict(), strict=True)
+def copy_values(hand: PrefixTuningLM, reference) -> None:
+    hand.prompt_encoder.load_state_dict(reference.prompt_encoder["default"].state_dict(), strict=True)
 
 
 def main(argv=None) -> int:

@@ -26,9 +26,20 @@ def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", t
     from peft import PeftModel  # only now: flag and adapter errors come without loading torch
 
     tokenizer, model = load_base_for(folder, model_name_or_path, dtype, trust_remote_code)
-    with explain_mismatch(folder, model):
+    with explain_mismatch(folder, model, prefix_widths(model.config)):
         model = PeftModel.from_pretrained(model, folder)
     return model, tokenizer
+
+
+def prefix_widths(cfg) -> set[int]:
+    """The widths a prefix may have on this model: the hidden size, or with grouped-query attention
+    num_key_value_heads x head_dim, which is how peft 0.21.2 sizes it (utils/other.py,
+    _prepare_prompt_learning_config)."""
+    widths = {cfg.hidden_size}
+    if getattr(cfg, "num_key_value_heads", None):
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        widths.add(cfg.num_key_value_heads * head_dim)
+    return widths
 
 
 def refuse_merge(adapter: str | None) -> None:

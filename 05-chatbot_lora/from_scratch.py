@@ -73,9 +73,9 @@ def all_linear(model: nn.Module) -> list[str]:
 
 def by_hand(model: nn.Module, args, tokenizer=None) -> nn.Module:
     if args.target_modules is None:  # train.py's default: peft's list for the architecture (a table, not code)
-        from common.targets import default_target_modules
+        from common.lessons import lesson_module
 
-        targets = default_target_modules(model)
+        targets = lesson_module(LESSON_DIR.name, "targets").default_target_modules(model)
     elif [t.lower() for t in args.target_modules] == ["all-linear"]:
         targets = all_linear(model)  # full names: is_target matches them exactly
     else:
@@ -96,11 +96,11 @@ def merge_by_hand(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------- the same values, compared with peft
-def copy_values(hand: nn.Module, peft_model) -> None:
+def copy_values(hand: nn.Module, reference) -> None:
     # B = 0 would hide the LoRA branch, and an untrained copy equals the original: move them as training would
-    for p in filter(lambda p: p.requires_grad, peft_model.parameters()):
+    for p in filter(lambda p: p.requires_grad, reference.parameters()):
         p.data += 0.1 * torch.randn_like(p)
-    state = {name.replace(".default", ""): v for name, v in peft_model.base_model.model.state_dict().items()}
+    state = {name.replace(".default", ""): v for name, v in reference.base_model.model.state_dict().items()}
     hand.load_state_dict(state, strict=True)
 
 

@@ -18,14 +18,15 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import set_seed
 
 from common.artifacts import save_final
+from common.checkpoints import TrainableStateTrainer, resume_checkpoint
 from common.data import load_instruction_data, make_collator, tokenize_dataset
 from common.distributed import setup_processes
 from common.errors import run_cli
-from common.metrics import finish_training
+from common.lessons import lesson_module
 from common.models import load_base_model, load_tokenizer
-from common.targets import choose_target_modules, explain_missing_targets
+from common.parameters import print_trainable_parameters
+from common.results import write_results
 from common.train_args import BaseScriptArguments, parse_train_args
-from common.trainer import TrainableStateTrainer, resume_checkpoint
 
 LEARNING_RATE = 2e-4
 
@@ -57,15 +58,16 @@ def add_method(model, args: ScriptArguments, tokenizer):
 
     Input:  x of shape (B, T, in) entering each targeted Linear (BLOOM's query_key_value: in = h, out = 3*h)
     Output: W x + (alpha / r) * B(A(dropout(x))), shape (B, T, out); A x is only (B, T, r)"""
+    targets = lesson_module(LESSON_DIR.name, "targets")  # this lesson's targets.py: layers and errors
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
-        target_modules=choose_target_modules(model, args.target_modules),  # default: peft's, per architecture
+        target_modules=targets.choose_target_modules(model, args.target_modules),  # default: peft's
         modules_to_save=args.modules_to_save,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
     )
-    with explain_missing_targets(model, args.target_modules):  # peft's error, as one line naming the layers
+    with targets.explain_missing_targets(model, args.target_modules):  # peft's error as one line
         return get_peft_model(model, config)
 
 
@@ -76,7 +78,8 @@ def save_method(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None, callbacks: list | None = None):
+    # callbacks: extra TrainerCallbacks for the Trainer (bench.py's step timer); the lesson itself needs none
     # 1. config, and the processes of this run
     args, training_args = parse_train_args(ScriptArguments, argv, LESSON_DIR, LEARNING_RATE)
     checkpoint = resume_checkpoint(training_args)  # None, or the folder to resume from, checked before loading
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None):
     model = load_base_model(args.model_name_or_path, args.dtype, args.trust_remote_code)
     # 5. method
     model = add_method(model, args, tokenizer)
-    model.print_trainable_parameters()
+    print_trainable_parameters(model)
     # 6. Trainer
     trainer = TrainableStateTrainer(
         model=model,
@@ -101,10 +104,11 @@ def main(argv: list[str] | None = None):
         train_dataset=train_ds,
         data_collator=make_collator(tokenizer),
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
     # 7. train
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    finish_training(trainer, result, eval_ds)
+    write_results(trainer, result, eval_ds)  # results.json: what compare.py and bench.py read
     # 8. save
     save_final(trainer, lambda folder: save_method(model, tokenizer, folder))
     return trainer

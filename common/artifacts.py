@@ -1,6 +1,8 @@
 """The trained artifact: written atomically into `<output_dir>/adapter`, then found, checked and loaded back.
 
-peft's adapter folder for lessons 02-05; for BitFit the trained biases plus a small JSON naming the base model.
+A peft adapter folder describes itself (adapter_config.json: the method and the base model). A method peft does
+not save (BitFit) writes its own tensors plus a method record (method.json) with the same two facts, so finding,
+checking and loading back work the same way for every lesson.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from typing import TYPE_CHECKING
 from .distributed import gathered, partitioned
 from .errors import UserError, first_line
 from .lessons import LESSON_OF_METHOD, LESSONS
-from .trainable import trainable_parameters
+from .parameters import trainable_parameters
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 FINAL_SUBDIR = "adapter"  # the finished artifact, next to the Trainer's checkpoint-* folders
-BITFIT_BIASES = "bitfit_biases.safetensors"
-BITFIT_INFO = "bitfit.json"
+METHOD_RECORD = "method.json"  # for artifacts peft does not describe: the method and the base model
 # the README's offline quick start, for a learner who has no adapter yet
 TINY_QUICK_START = (
     "python -m common.tiny_model tiny-bloom && python {lesson}/train.py --model_name_or_path tiny-bloom "
@@ -78,14 +79,30 @@ def _refuse_empty_tensors(folder: Path) -> None:
             raise RuntimeError(f"{file.name}: {empty[0]} has no elements; the artifact was not saved")
 
 
-def artifact_method(folder: Path) -> str | None:
-    """Which method saved this folder: a peft type such as 'LORA', 'BITFIT', or None."""
-    if (folder / BITFIT_INFO).is_file():
-        return "BITFIT"
-    config = folder / "adapter_config.json"
-    if config.is_file():
-        return str(json.loads(config.read_text(encoding="utf-8")).get("peft_type"))
+def write_method_record(folder: Path, method: str, model: PreTrainedModel, **details) -> None:
+    """method.json, for an artifact peft does not describe: which method made it, on which base model, and
+    whatever else its infer.py needs to load it (e.g. the name of its weights file)."""
+    record = {"method": method, "base_model_name_or_path": model.config._name_or_path, **details}
+    (folder / METHOD_RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _description(folder: Path) -> dict | None:
+    """The artifact's own description: method.json, or peft's adapter_config.json."""
+    for name, method_key in ((METHOD_RECORD, "method"), ("adapter_config.json", "peft_type")):
+        if (folder / name).is_file():
+            saved = json.loads((folder / name).read_text(encoding="utf-8"))
+            return {**saved, "method": str(saved.get(method_key))}
     return None
+
+
+def read_method_record(folder: Path) -> dict:
+    return json.loads((folder / METHOD_RECORD).read_text(encoding="utf-8"))
+
+
+def artifact_method(folder: Path) -> str | None:
+    """Which method saved this folder: a peft type such as 'LORA', a method record's method, or None."""
+    description = _description(folder)
+    return description["method"] if description else None
 
 
 def resolve_adapter(adapter: str | None, lesson_dir: Path, method: str) -> Path:
@@ -110,8 +127,7 @@ def resolve_adapter(adapter: str | None, lesson_dir: Path, method: str) -> Path:
 
 def artifact_base(folder: Path) -> str:
     """The base model an artifact was trained on, as recorded at save time."""
-    name = BITFIT_INFO if (folder / BITFIT_INFO).is_file() else "adapter_config.json"
-    return json.loads((folder / name).read_text(encoding="utf-8"))["base_model_name_or_path"]
+    return _description(folder)["base_model_name_or_path"]
 
 
 def load_base_for(
@@ -126,10 +142,12 @@ def load_base_for(
 
 
 @contextmanager
-def explain_mismatch(folder: Path, model: PreTrainedModel) -> Iterator[None]:
-    """Turn a shape/key mismatch while loading an artifact into 'trained on another base model'."""
+def explain_mismatch(folder: Path, model: PreTrainedModel, token_dims: set[int] | None = None) -> Iterator[None]:
+    """Turn a shape/key mismatch while loading an artifact into 'trained on another base model'.
+
+    `token_dims`: the widths a prompt-learning adapter may have on this model (default: its hidden size)."""
     try:
-        _check_dimensions(folder, model)
+        _check_dimensions(folder, model, token_dims)
         yield
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(
@@ -138,19 +156,14 @@ def explain_mismatch(folder: Path, model: PreTrainedModel) -> Iterator[None]:
         ) from exc
 
 
-def _check_dimensions(folder: Path, model: PreTrainedModel) -> None:
+def _check_dimensions(folder: Path, model: PreTrainedModel, token_dims: set[int] | None) -> None:
     """Prompt-learning adapters load into any base model without complaint and fail only when generating."""
     config_file = folder / "adapter_config.json"
     if not config_file.is_file():
         return
     saved = json.loads(config_file.read_text(encoding="utf-8"))
     cfg = model.config
-    widths = {getattr(cfg, "hidden_size", saved.get("token_dim"))}
-    if saved.get("peft_type") == "PREFIX_TUNING" and getattr(cfg, "num_key_value_heads", None):
-        # with grouped-query attention peft 0.21.2 (utils/other.py, _prepare_prompt_learning_config) sizes the
-        # prefix by the key/value heads: token_dim = num_key_value_heads x head_dim
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        widths.add(cfg.num_key_value_heads * head_dim)
+    widths = token_dims or {getattr(cfg, "hidden_size", saved.get("token_dim"))}
     if saved.get("token_dim") is not None and saved["token_dim"] not in widths:
         raise ValueError(f"adapter token_dim = {saved['token_dim']}, model hidden_size = {cfg.hidden_size}")
     layers = getattr(cfg, "num_hidden_layers", saved.get("num_layers"))

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from transformers import HfArgumentParser, PreTrainedTokenizerBase
 
+from .course_template import build_prompt
 from .lessons import lesson_module
 from .models import load_base_model, load_tokenizer
-from .prompt import build_prompt
+from .parameters import count_parameters
 from .train_args import BaseScriptArguments
-from .trainable import count_parameters
 
 TOLERANCE = 1e-5
 # a lesson's hand-made method: (base model, the lesson's ScriptArguments, tokenizer) -> the model with it

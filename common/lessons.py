@@ -1,10 +1,12 @@
-"""The course's lessons and variants, in one place, and the one loader of a lesson's scripts.
+"""The course's lessons, in one registry: their folders, what their artifacts are called, their variants; what
+each lesson's scripts must define (the contract); and the one loader of a lesson's scripts.
 
-compare.py, bench.py, check_by_hand, the chat code and the tests all read these tables; a new variant is one
-line in VARIANTS.
+A new lesson is a folder plus one entry in REGISTRY. tests/test_house.py checks every lesson against CONTRACT
+and names what is missing. compare.py, bench.py, check_by_hand, the chat code and the tests read these tables.
 """
 
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -12,24 +14,43 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# lesson number -> folder, in course order
-LESSONS = {
-    "01": "01-chatbot_bitfit",
-    "02": "02-chatbot_prompt_tuning",
-    "03": "03-chatbot_p_tuning",
-    "04": "04-chatbot_prefix_tuning",
-    "05": "05-chatbot_lora",
-}
 
-# What each lesson saves (peft's `peft_type`, or BitFit's own), so an adapter given to the wrong infer.py can say
-# which lesson made it.
-LESSON_OF_METHOD = {
-    "BITFIT": "01",
-    "PROMPT_TUNING": "02",
-    "P_TUNING": "03",
-    "PREFIX_TUNING": "04",
-    "LORA": "05",
-}
+class Lesson(NamedTuple):
+    number: str  # "05"
+    folder: str  # "05-chatbot_lora"
+    method: str  # what its saved artifact calls the method: peft's `peft_type`, or its own method record's
+    # variant id -> (label, train.py flags): the switches the lesson teaches, compared side by side
+    variants: dict[str, tuple[str, tuple[str, ...]]]
+
+
+# Both prompt-tuning variants train continuous embeddings, so the labels name the initialisation (lesson 02
+# explains the old hard/soft names).
+REGISTRY = (
+    Lesson("01", "01-chatbot_bitfit", "BITFIT", {"bitfit": ("BitFit (every bias)", ())}),
+    Lesson("02", "02-chatbot_prompt_tuning", "PROMPT_TUNING", {
+        "prompt_text": ("prompt tuning, text init", ("--prompt_init", "text")),
+        "prompt_random": ("prompt tuning, random init (10 tokens)", ("--prompt_init", "random")),
+    }),
+    Lesson("03", "03-chatbot_p_tuning", "P_TUNING", {
+        "ptuning_mlp": ("P-tuning, MLP encoder", ("--encoder_type", "mlp")),
+        "ptuning_lstm": ("P-tuning, LSTM encoder", ("--encoder_type", "lstm")),
+    }),
+    Lesson("04", "04-chatbot_prefix_tuning", "PREFIX_TUNING", {
+        "prefix": ("prefix tuning, no projection", ("--prefix_projection", "false")),
+        "prefix_proj": ("prefix tuning, projection", ("--prefix_projection", "true")),
+    }),
+    Lesson("05", "05-chatbot_lora", "LORA", {
+        "lora_qkv": ("LoRA r=8, query_key_value", ()),
+        "lora_qkv_dense": ("LoRA, + dense_4h_to_h", ("--target_modules", "query_key_value", "dense_4h_to_h")),
+        "lora_regex_emb": ("LoRA, regex + modules_to_save embeddings",
+                           ("--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings")),
+    }),
+)  # fmt: skip
+
+# lesson number -> folder, in course order
+LESSONS = {lesson.number: lesson.folder for lesson in REGISTRY}
+# what each lesson saves, so an adapter given to the wrong infer.py can say which lesson made it
+LESSON_OF_METHOD = {lesson.method: lesson.number for lesson in REGISTRY}
 
 
 class Variant(NamedTuple):
@@ -42,24 +63,35 @@ class Variant(NamedTuple):
         return LESSONS[self.lesson]
 
 
-# Both prompt-tuning variants train continuous embeddings, so the labels name the initialisation (lesson 02
-# explains the old hard/soft names).
 VARIANTS = {
-    "bitfit": Variant("01", "BitFit (every bias)", ()),
-    "prompt_text": Variant("02", "prompt tuning, text init", ("--prompt_init", "text")),
-    "prompt_random": Variant("02", "prompt tuning, random init (10 tokens)", ("--prompt_init", "random")),
-    "ptuning_mlp": Variant("03", "P-tuning, MLP encoder", ("--encoder_type", "mlp")),
-    "ptuning_lstm": Variant("03", "P-tuning, LSTM encoder", ("--encoder_type", "lstm")),
-    "prefix": Variant("04", "prefix tuning, no projection", ("--prefix_projection", "false")),
-    "prefix_proj": Variant("04", "prefix tuning, projection", ("--prefix_projection", "true")),
-    "lora_qkv": Variant("05", "LoRA r=8, query_key_value", ()),
-    "lora_qkv_dense": Variant("05", "LoRA, + dense_4h_to_h", ("--target_modules", "query_key_value", "dense_4h_to_h")),
-    "lora_regex_emb": Variant(
-        "05",
-        "LoRA, regex + modules_to_save embeddings",
-        ("--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings"),
-    ),
+    variant: Variant(lesson.number, label, flags)
+    for lesson in REGISTRY
+    for variant, (label, flags) in lesson.variants.items()
 }
+
+# What every lesson's scripts define: script -> {name: (parameters it takes, or None for a value), what it is}.
+# Tools reach a lesson only through these names, so a lesson that keeps them works with all of them.
+CONTRACT = {
+    "train": {
+        "LESSON_DIR": (None, "the lesson's folder (its output/ goes there)"),
+        "LEARNING_RATE": (None, "the lesson's default learning rate"),
+        "ScriptArguments": (None, "the command line: common.train_args.BaseScriptArguments + the method's knobs"),
+        "add_method": (("model", "args", "tokenizer"), "step 5: the base model with the method added"),
+        "save_method": (("model", "tokenizer", "folder"), "step 8: write the trained artifact into folder"),
+        "main": (("argv", "callbacks"), "the lesson, steps 1-8; returns the Trainer"),
+    },
+    "infer": {
+        "METHOD": (None, "the method its artifacts record (this lesson's REGISTRY entry)"),
+        "load_for_inference": (("adapter", "model_name_or_path", "dtype", "trust_remote_code"),
+                               "(model, tokenizer) ready to generate"),
+        "main": (("argv",), "every chat mode and --merge_to"),
+    },
+    "from_scratch": {
+        "by_hand": (("model", "args", "tokenizer"), "the method in plain torch on a base model"),
+        "copy_values": (("hand", "reference"), "the reference model's trained values, copied into the hand-made one"),
+        "main": (("argv",), "build both, compare counts and logits; exit status 0 when equal"),
+    },
+}  # fmt: skip
 
 
 def lesson_number(lesson: str) -> str:
@@ -72,7 +104,8 @@ def lesson_number(lesson: str) -> str:
 
 
 def lesson_module(lesson: str, name: str) -> ModuleType:
-    """`<lesson folder>/<name>.py` (train, infer, from_scratch) as a module, loaded once per process.
+    """`<lesson folder>/<name>.py` (train, infer, from_scratch, or a module of the lesson's own) as a module,
+    loaded once per process.
 
     `lesson` is a number ('05') or a folder name. Each module gets its own name, so lessons never shadow each
     other; it is registered before it runs, as an import would, so its dataclasses can find their module.
@@ -89,3 +122,21 @@ def lesson_module(lesson: str, name: str) -> ModuleType:
             del sys.modules[module_name]
             raise
     return sys.modules[module_name]
+
+
+def contract_gaps(lesson: str) -> list[str]:
+    """What the lesson's scripts lack of CONTRACT, one line each ('' parts are fine): empty when it keeps it."""
+    gaps = []
+    for script, parts in CONTRACT.items():
+        if not (ROOT / LESSONS[lesson_number(lesson)] / f"{script}.py").is_file():
+            gaps.append(f"{script}.py is missing")
+            continue
+        module = lesson_module(lesson, script)
+        for name, (params, what) in parts.items():
+            if not hasattr(module, name):
+                gaps.append(f"{script}.py does not define {name}: {what}")
+            elif params is not None:
+                found = tuple(inspect.signature(getattr(module, name)).parameters)
+                if found[: len(params)] != params:
+                    gaps.append(f"{script}.py: {name}{found} should take {params}: {what}")
+    return gaps

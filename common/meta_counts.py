@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from .errors import UserError, first_line
 from .lessons import VARIANTS, lesson_module
 from .models import check_model_path, load_tokenizer
+from .parameters import count_parameters
 from .train_args import parse_train_args
-from .trainable import count_parameters
 
 if TYPE_CHECKING:
     from torch import nn

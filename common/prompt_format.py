@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .course_template import build_chat_prompt, build_prompt, chat_template, user_message
 from .errors import UserError, first_line
-from .prompt import build_chat_prompt, build_prompt, chat_template, user_message
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

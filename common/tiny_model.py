@@ -59,7 +59,7 @@ def train_byte_bpe(texts: list[str], vocab_size: int, isolate_cjk: bool = False)
 
 def build_tokenizer(vocab_size: int = 2000, data_file: Path = SAMPLE_DATA) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on the sample data (about a second)."""
-    from .prompt import build_prompt
+    from .course_template import build_prompt
 
     rows = json.loads(Path(data_file).read_text(encoding="utf-8"))
     return train_byte_bpe([build_prompt(r["instruction"], r["input"]) + r["output"] for r in rows], vocab_size)

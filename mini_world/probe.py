@@ -1,6 +1,6 @@
 """What the mini model knows: a knowledge probe on sentence prefixes, and exact match on questions."""
 
-from common.prompt import build_prompt
+from common.course_template import build_prompt
 
 from .generate import ATTRIBUTES, PROBE_PREFIX, read_jsonl
 

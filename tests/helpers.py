@@ -11,10 +11,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import lessons
+from common.course_template import build_prompt
 from common.errors import run_cli
 from common.lessons import lesson_module
 from common.models import REAL_CONFIG
-from common.prompt import build_prompt
 
 ROOT = lessons.ROOT
 # id -> (lesson number, train.py flags): the course's variants, as common.lessons defines them

@@ -5,9 +5,9 @@ import json
 import pytest
 from helpers import ROOT
 
+from common.course_template import build_prompt
 from common.data import IGNORE_INDEX, load_instruction_data, make_collator, tokenize_dataset
 from common.errors import UserError
-from common.prompt import build_prompt
 
 ROWS = [
     {"instruction": "把句子翻译成英文。", "input": "你好", "output": "Hello"},

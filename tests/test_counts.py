@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, BloomConfig
 
 
 def real_architecture_line(variant: str, tokenizer_dir, extra=()) -> str:
-    from common.trainable import trainable_parameters_line
+    from common.parameters import trainable_parameters_line
 
     return trainable_parameters_line(real_architecture_model(variant, tokenizer_dir, extra))
 
@@ -33,7 +33,7 @@ def test_base_model_count():
 
 def test_line_matches_peft_format(tiny_model_dir, capsys):
     """common's printer (used by BitFit, which has no peft wrapper) prints peft's own line, to the byte."""
-    from common.trainable import trainable_parameters_line
+    from common.parameters import trainable_parameters_line
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(BloomConfig(**REAL_CONFIG))

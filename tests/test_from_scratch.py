@@ -18,7 +18,7 @@ from common.check_by_hand import TOLERANCE, build, check, left_padded_batch, par
 from common.errors import UserError
 from common.lessons import LESSONS
 from common.models import load_base_model, load_tokenizer
-from common.trainable import count_parameters
+from common.parameters import count_parameters
 
 MARKERS = ("<!-- from-scratch:start -->", "<!-- from-scratch:end -->")
 

@@ -8,11 +8,11 @@ import sys
 import pytest
 from helpers import ROOT
 
-from common.lessons import LESSON_OF_METHOD, LESSONS, VARIANTS, lesson_module
+from common.lessons import LESSON_OF_METHOD, LESSONS, REGISTRY, VARIANTS, contract_gaps, lesson_module
 
 MAX_LINES = 250
 # what needs torch at import, by its nature: a Trainer subclass, modules holding nn.Module fields
-HEAVY = {"trainer", "check_by_hand"}
+HEAVY = {"checkpoints", "check_by_hand"}
 
 
 def test_common_files_stay_small():
@@ -44,6 +44,36 @@ def test_the_lesson_table_names_every_lesson_folder_and_method():
     assert {spec.lesson for spec in VARIANTS.values()} == set(LESSONS) == set(LESSON_OF_METHOD.values())
     for lesson in LESSONS:  # each infer.py declares the method its lesson saves
         assert LESSON_OF_METHOD[lesson_module(lesson, "infer").METHOD] == lesson
+
+
+@pytest.mark.parametrize("lesson", list(LESSONS))
+def test_every_lesson_keeps_the_contract(lesson):
+    """What train.py, infer.py and from_scratch.py define (common.lessons.CONTRACT); the message names what is
+    missing, for the author of a new lesson."""
+    assert contract_gaps(lesson) == []
+
+
+def test_the_contract_check_names_what_is_missing(tmp_path, monkeypatch):
+    """A lesson folder with an incomplete train.py and no other script: every gap is named."""
+    from common import lessons
+
+    folder = tmp_path / "09-chatbot_new"
+    folder.mkdir()
+    (folder / "train.py").write_text("LEARNING_RATE = 1e-3\ndef main(argv=None):\n    pass\n", encoding="utf-8")
+    monkeypatch.setattr(lessons, "ROOT", tmp_path)
+    monkeypatch.setitem(lessons.LESSONS, "09", folder.name)
+    try:
+        gaps = contract_gaps("09")
+    finally:
+        sys.modules.pop("lesson09_train", None)
+    assert "train.py does not define add_method: step 5: the base model with the method added" in gaps
+    assert any(g.startswith("train.py: main('argv',) should take ('argv', 'callbacks')") for g in gaps)
+    assert "infer.py is missing" in gaps and "from_scratch.py is missing" in gaps
+
+
+def test_one_registry_line_per_lesson():
+    assert [lesson.number for lesson in REGISTRY] == sorted(LESSONS)
+    assert len({lesson.method for lesson in REGISTRY}) == len(REGISTRY)
 
 
 def test_the_loader_loads_each_script_once_and_refuses_unknown_lessons():

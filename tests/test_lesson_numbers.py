@@ -6,7 +6,7 @@ from helpers import REAL_CONFIG, ROOT, VARIANTS, real_architecture_model
 from transformers import AutoModelForCausalLM, BloomConfig
 
 from common.lessons import LESSONS
-from common.trainable import count_parameters
+from common.parameters import count_parameters
 
 
 def readme(lesson: str | None = None) -> str:

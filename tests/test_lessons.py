@@ -57,7 +57,7 @@ def test_saved_folder_holds_only_the_adapter(variant, trained, tiny_model_dir):
     files = {p.name for p in t.adapter.iterdir()}
     tokenizer_files = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"}
     if variant == "bitfit":
-        assert files - tokenizer_files == {"bitfit_biases.safetensors", "bitfit.json"}
+        assert files - tokenizer_files == {"bitfit_biases.safetensors", "method.json"}
         saved = load_file(t.adapter / "bitfit_biases.safetensors")
         biases = {n for n, _ in t.trainer.model.named_parameters() if "bias" in n}
         assert set(saved) == biases
@@ -131,7 +131,7 @@ def test_merged_model_gives_the_same_answer(variant, trained, capsys, tmp_path):
     run_infer(t.lesson, capsys, "--adapter", str(t.out_dir), "--merge_to", str(tmp_path / "merged"))
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
     pipe = pipeline("text-generation", model=str(tmp_path / "merged"), device="cpu")
-    from common.prompt import build_prompt
+    from common.course_template import build_prompt
 
     out = pipe(build_prompt(PROMPTS[0]), max_new_tokens=MAX_NEW, do_sample=False, return_full_text=False)
     assert out[0]["generated_text"].strip() == reference
@@ -147,12 +147,30 @@ def test_merge_is_refused_where_impossible(lesson, trained, tmp_path):
 
 
 def test_lessons_differ_only_in_the_method():
-    """main() is the same in every peft lesson: a learner's diff shows only the method."""
+    """main() is the same in every lesson: a learner's diff shows only the method."""
     mains = {
         ls: (ROOT / d / "train.py").read_text(encoding="utf-8").split("\ndef main")[1] for ls, d in LESSONS.items()
     }
-    assert mains["02"] == mains["03"] == mains["04"] == mains["05"]
-    assert mains["01"] == mains["05"].replace("model.print_trainable_parameters()", "print_trainable_parameters(model)")
+    assert len(set(mains.values())) == 1, "main() differs between lessons"
+
+
+@pytest.mark.parametrize("variant", variant_params())
+def test_results_file_holds_the_runs_figures(variant, trained):
+    """results.json, what compare.py and bench.py read: the printed counts, the Trainer's own figures."""
+    from common.parameters import trainable_parameters_line
+    from common.results import loss_curve, read_results
+
+    t = trained(variant)
+    results = read_results(t.out_dir)
+    model = t.trainer.model
+    assert trainable_parameters_line(model).startswith(
+        f"trainable params: {results['trainable_params']:,d} || all params: {results['all_params']:,d} ||"
+    )
+    state = t.trainer.state
+    assert results["log_history"] == state.log_history
+    assert loss_curve(results) == [(h["step"], h["loss"]) for h in state.log_history if "loss" in h]
+    assert results["num_input_tokens_seen"] == state.num_input_tokens_seen > 0
+    assert results["train_samples_per_second"] > 0 and results["peak_memory_mb"] > 0
 
 
 def test_known_bad_transformers_release_is_refused_for_prompt_learning(trained, monkeypatch):

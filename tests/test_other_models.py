@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import PROBE, assert_same_loss_and_gradients, fails_cleanly, greedy_reference, lesson_module, probe_logits
 
-from common.prompt import build_prompt
+from common.course_template import build_prompt
 
 MAX_NEW = 12
 PROMPTS = [PROBE[0], "你好", PROBE[1]]  # different lengths, so a batch is left-padded

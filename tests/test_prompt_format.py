@@ -17,7 +17,7 @@ from helpers import (
     lesson_module,
 )
 
-from common.prompt import build_prompt, chat_template
+from common.course_template import build_prompt, chat_template
 
 MAX_NEW = 12
 GREEDY = ["--do_sample", "false", "--max_new_tokens", str(MAX_NEW)]
@@ -79,9 +79,9 @@ def run_infer(capsys, *argv):
 def test_model_format_row_is_masked_exactly_on_the_prompt(row, max_length, chat_model_dir):
     import datasets
 
+    from common.course_template import user_message
     from common.data import IGNORE_INDEX, tokenize_dataset
     from common.models import load_tokenizer
-    from common.prompt import user_message
 
     tokenizer = load_tokenizer(str(chat_model_dir), prompt_format="model")
     example = tokenize_dataset(datasets.Dataset.from_list([row]), tokenizer, max_length)[0]

@@ -15,7 +15,7 @@ from helpers import ROOT, TRAIN_FLAGS, VARIANTS, fails_cleanly, lesson_module, v
 from safetensors.torch import load_file
 
 from common.lessons import LESSONS
-from common.trainable import trainable_state
+from common.parameters import trainable_state
 
 
 @pytest.fixture
@@ -235,7 +235,7 @@ def test_same_seed_same_loss_curve(variant, tiny_model_dir, overfit_file, tmp_pa
 def test_resume_true_skips_a_checkpoint_killed_while_saving(tmp_path):
     from types import SimpleNamespace
 
-    from common.trainer import TRAINABLE_STATE, resume_checkpoint
+    from common.checkpoints import TRAINABLE_STATE, resume_checkpoint
 
     for step, state in [(5, "{}"), (10, ""), (15, None)]:  # 10: half-written state, 15: no state yet
         folder = tmp_path / f"checkpoint-{step}"

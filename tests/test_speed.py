@@ -77,7 +77,7 @@ def test_eval_order_is_fixed_whatever_the_training_order():
     """The Trainer alone would length-group eval rows too when training is grouped by length."""
     from types import SimpleNamespace
 
-    from common.trainer import TrainableStateTrainer
+    from common.checkpoints import TrainableStateTrainer
 
     trainer = SimpleNamespace(args=SimpleNamespace(world_size=1, train_sampling_strategy="group_by_length"))
     rows = [{"input_ids": [1] * n} for n in (3, 40, 7, 90, 12, 5, 60, 2, 33, 8)]

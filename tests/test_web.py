@@ -13,8 +13,8 @@ import time
 import pytest
 from helpers import ROOT, fails_cleanly, greedy_reference_for_prompt, lesson_module
 
+from common.course_template import build_chat_prompt, build_prompt, user_message
 from common.lessons import LESSONS
-from common.prompt import build_chat_prompt, build_prompt, user_message
 
 MAX_NEW = 12
 QUESTIONS = ["地球为什么有四季？", "用一句话解释什么是光合作用。"]

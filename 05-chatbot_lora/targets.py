@@ -1,4 +1,4 @@
-"""LoRA's --target_modules: from the command line to peft, and one clear line when it names no layer."""
+"""Lesson 05's --target_modules: from the command line to peft, and one clear line when it names no layer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from common.errors import UserError
 
 if TYPE_CHECKING:
     from torch import nn

@@ -12,7 +12,7 @@ from transformers import Trainer, TrainingArguments
 
 from .distributed import gathered
 from .errors import UserError
-from .trainable import trainable_parameters, trainable_state
+from .parameters import trainable_parameters, trainable_state
 
 TRAINABLE_STATE = "trainable_state.safetensors"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .distributed import partitioned
-from .errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -18,13 +17,18 @@ def numel(p: nn.Parameter) -> int:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, all), each shared tensor counted once, as peft counts them (ZeRO-3 partitions included)."""
+    """(trainable, all), each shared tensor counted once, as peft counts them (ZeRO-3 partitions included).
+
+    A peft model counts itself (`PeftModel.get_nb_trainable_parameters`), so the figure is the one its
+    `print_trainable_parameters` line shows, whatever peft's rules (e.g. for packed 4-bit weights)."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
     trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
     return trainable, sum(numel(p) for p in model.parameters())
 
 
 def trainable_parameters_line(model: nn.Module) -> str:
-    """peft's `print_trainable_parameters` line, for models without a peft wrapper (BitFit)."""
+    """peft's `print_trainable_parameters` line, for any model (BitFit's has no peft wrapper)."""
     trainable, total = count_parameters(model)
     return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
 
@@ -47,14 +51,3 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     if empty and partitioned(p for p in model.parameters() if p.requires_grad):
         raise RuntimeError(f"{empty[0]} is partitioned by ZeRO-3; read it inside common.distributed.gathered()")
     return state
-
-
-def require_biases(model: nn.Module) -> None:
-    """BitFit needs bias terms; Llama and Qwen3 have none (their Linear layers are built with bias=False and
-    RMSNorm has no bias), so BitFit would train nothing: stop before training and say what could be trained."""
-    if not any(p.requires_grad for p in model.parameters()):
-        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise UserError(
-            f"this model ({kind}) has no bias parameters, so BitFit has nothing to train; "
-            "use another method, e.g. lesson 05 (LoRA) or 02 (prompt tuning)"
-        )
