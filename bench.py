@@ -168,7 +168,7 @@ def train_and_measure(folder: str, argv: list[str]) -> dict:
     """Run a lesson's own main(), its collator recording each training batch's real row lengths and time."""
     import torch
 
-    from common.flops import measure
+    from measure.flops import measure
 
     train = lesson_module(folder, "train")
     batches, training, finished = [], [True], []  # batches: (time collated, real row lengths, padded tokens)
@@ -566,7 +566,7 @@ def measure_limit(model_dir: str, dtype_name: str = "float32", device: str = "cp
     """Print the matmul FLOP/s at the model's weight shapes; return the best (the run's limit)."""
     import torch
 
-    from common.gemm import gemm_table, weight_shapes
+    from measure.gemm import gemm_table, weight_shapes
 
     dtype = getattr(torch, dtype_name)
     table = gemm_table(weight_shapes(meta_model(model_dir)), list(GEMM_ROWS), dtype, device, seconds)
@@ -584,7 +584,7 @@ def describe_machine() -> str:
     import torch
     import transformers
 
-    from common.gemm import cpu_features
+    from measure.gemm import cpu_features
 
     if torch.cuda.is_available():
         device = f"GPU {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}"
@@ -649,7 +649,7 @@ def precision_worker(spec: dict) -> None:
 def print_precision(model_label: str, figures: dict) -> None:
     import torch
 
-    from common.gemm import cpu_features, has_bf16_hardware, matmul_flops_per_s
+    from measure.gemm import cpu_features, has_bf16_hardware, matmul_flops_per_s
 
     features = cpu_features()
     print(

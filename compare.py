@@ -27,7 +27,7 @@ from pathlib import Path
 
 from common.errors import UserError, run_cli
 from common.lessons import ROOT, VARIANTS, lesson_module
-from common.meta_counts import count_table, count_variants
+from measure.counts import count_table, count_variants
 from common.models import DEFAULT_MODEL
 from common.train_args import DEFAULT_DATASET
 
@@ -221,7 +221,7 @@ def write_report(rows: list[dict], out_dir: Path, cmd_args, question: str) -> No
 
 def score_model(model, tokenizer, questions: list[dict], held_out_text: list[str] | None) -> dict:
     """Greedy answers to every held-out question, scored; plus the LM loss on held-out text (for forgetting)."""
-    from common.answer_metrics import lm_loss, score_answers
+    from measure.scoring import lm_loss, score_answers
     from mini_world.probe import answer_questions
 
     answers = answer_questions(model, tokenizer, questions)

@@ -55,7 +55,7 @@ def knowledge_probe(model, tokenizer, people: list[dict]) -> dict:
 
 def qa_exact_match(model, tokenizer, rows: list[dict]) -> dict:
     """Exact match of the greedy answer to each question, after stripping."""
-    from common.answer_metrics import exact_match
+    from measure.scoring import exact_match
 
     answers = answer_questions(model, tokenizer, rows)
     return {"exact_match": sum(map(exact_match, answers, [r["output"] for r in rows])) / len(rows), "answers": answers}

@@ -119,7 +119,7 @@ def other_real_architecture_dirs(tmp_path_factory, real_architecture_dir):
     same stand-in tokenizer as real_architecture_dir (their real tokenizers are not available offline)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from common.meta_counts import OTHER_REAL_CONFIGS
+    from measure.counts import OTHER_REAL_CONFIGS
 
     tokenizer = AutoTokenizer.from_pretrained(real_architecture_dir)
     folders = {}

@@ -57,7 +57,7 @@ def real_architecture_model(variant: str, tokenizer_dir, extra=()) -> torch.nn.M
     """The variant's model as its lesson's `add_method` builds it on the real architecture (meta device)."""
     from transformers import BloomConfig
 
-    from common.meta_counts import variant_on_meta
+    from measure.counts import variant_on_meta
 
     # the real tokenizer splits the hard-prompt text into 7 tokens; the tiny one does not, so say it
     extra = list(extra) + (["--num_virtual_tokens", "7"] if variant == "prompt_text" else [])

@@ -1,8 +1,8 @@
-"""common.answer_metrics against independent implementations: nltk's BLEU and Google's rouge-score."""
+"""measure.scoring against independent implementations: nltk's BLEU and Google's rouge-score."""
 
 import pytest
 
-from common.answer_metrics import bleu4, exact_match, rouge_l_f1, score_answers
+from measure.scoring import bleu4, exact_match, rouge_l_f1, score_answers
 
 PAIRS = [
     ("北京大学", "北京大学"),

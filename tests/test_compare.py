@@ -8,7 +8,7 @@ from helpers import COURSE_COUNTS, ROOT
 
 import compare
 from common.lessons import VARIANTS
-from common.meta_counts import count_table, count_variants
+from measure.counts import count_table, count_variants
 
 
 def test_count_table_equals_the_course_table(real_architecture_dir):

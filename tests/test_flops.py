@@ -5,7 +5,7 @@ import torch
 from helpers import VARIANTS, initial_model, variant_params
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.flops import measure
+from measure.flops import row_flops
 
 
 def counted_step_flops(model, n: int) -> int:
@@ -21,7 +21,7 @@ def counted_step_flops(model, n: int) -> int:
 def test_formula_equals_torch_flop_counter(variant, n, tiny_model_dir):
     lesson, flags = VARIANTS[variant]
     model = initial_model(lesson, ["--model_name_or_path", str(tiny_model_dir), *flags])
-    formula = measure(model).row(n)
+    formula = row_flops(model).row(n)
     counted = counted_step_flops(model, n)
     lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
     if lstms:  # torch's counter has no formula for its LSTM op (torch 2.13); count that part by hand
@@ -39,7 +39,7 @@ def test_full_fine_tuning_is_six_n_per_token(tiny_model_dir):
     config = model.config
     hidden, layers, vocab = config.hidden_size, config.n_layer, config.vocab_size
     matrices = layers * 12 * hidden**2 + vocab * hidden  # qkv 3, dense 1, MLP 4 + 4 (x hidden^2); tied output
-    flops = measure(model)
+    flops = row_flops(model)
     assert flops.per_token == 6 * matrices
     assert flops.per_pair == 12 * layers * hidden
     assert (flops.prompt_tokens, flops.prefix_tokens, flops.per_virtual) == (0, 0, 0)
@@ -51,7 +51,7 @@ def test_formula_on_a_grouped_query_attention_model(variant, other_model_dir):
     the matmuls must agree exactly, and the formula's attention part is what is left."""
     lesson, flags = VARIANTS[variant]
     model = initial_model(lesson, ["--model_name_or_path", str(other_model_dir("qwen2")), *flags])
-    flops, n = measure(model), 9
+    flops, n = row_flops(model), 9
     queries = n + flops.prompt_tokens
     attention = flops.per_pair * queries * (queries + flops.prefix_tokens)
     assert attention > 0

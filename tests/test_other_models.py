@@ -129,7 +129,7 @@ def test_docs_show_exactly_what_compare_prints_for_other_architectures(other_rea
 
     from helpers import ROOT
 
-    from common.meta_counts import count_table, count_variants
+    from measure.counts import count_table, count_variants
 
     doc = (ROOT / "docs" / "other_models.md").read_text(encoding="utf-8")
     for name, folder in other_real_architecture_dirs.items():
@@ -140,7 +140,7 @@ def test_docs_show_exactly_what_compare_prints_for_other_architectures(other_rea
 
 
 def test_hand_derivations_of_the_gqa_prefix_and_the_bias_count(other_real_architecture_dirs):
-    from common.meta_counts import OTHER_REAL_CONFIGS, count_variants
+    from measure.counts import OTHER_REAL_CONFIGS, count_variants
 
     for name, folder in other_real_architecture_dirs.items():
         c = OTHER_REAL_CONFIGS[name]

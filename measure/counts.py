@@ -10,11 +10,11 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .errors import UserError, first_line
-from .lessons import VARIANTS, lesson_module
-from .models import check_model_path, load_tokenizer
-from .parameters import count_parameters
-from .train_args import parse_train_args
+from common.errors import UserError, first_line
+from common.lessons import VARIANTS, lesson_module
+from common.models import check_model_path, load_tokenizer
+from common.parameters import count_parameters
+from common.train_args import parse_train_args
 
 if TYPE_CHECKING:
     from torch import nn

@@ -19,7 +19,7 @@ weights taken out of the backward pass):
 Virtual tokens count as sequence: prompt tuning and P-tuning prepend P of them to every row (n + P queries
 and keys); prefix tuning prepends P keys to every layer (n queries, n + P keys).
 
-`measure(model)` finds which weights a row passes through and which inputs need a gradient by one forward
+`row_flops(model)` finds which weights a row passes through and which inputs need a gradient by one forward
 pass with hooks, so the same code counts every method and architecture; tests/test_flops.py checks the count
 against torch's own FLOP counter on a real forward and backward pass.
 """
@@ -65,7 +65,7 @@ def _virtual_tokens(model: nn.Module) -> tuple[int, int]:
     return config.num_virtual_tokens, 0
 
 
-def measure(model: nn.Module) -> RowFlops:
+def row_flops(model: nn.Module) -> RowFlops:
     """Count the model's FLOPs per token, per attention pair and per virtual token (see the module docstring)."""
     import torch
     from torch import nn

@@ -1,4 +1,5 @@
-"""Answer-level metrics for Chinese: exact match, character ROUGE-L F1, character BLEU-4, and forgetting.
+"""The one scorer: a model's greedy answers to questions, scored by answer-level metrics for Chinese (exact
+match, character ROUGE-L F1, character BLEU-4), and forgetting. compare.py and mini_world.evaluate both use it.
 
 Chinese has no spaces, so the overlap metrics count characters (after stripping whitespace at both ends):
 every character is one token, as `list(text)` gives. LLaMA-Factory's evaluation segments words with jieba
@@ -103,3 +104,16 @@ def lm_loss(model, tokenizer, texts: list[str], batch_size: int = 32) -> float:
         total += nll[keep].sum().item()
         count += int(keep.sum())
     return total / count
+
+
+def score_model(model, tokenizer, questions: list[dict], held_out_text: list[str] | None = None,
+                batch_size: int = 64) -> dict:
+    """Greedy answers to every question (instruction/input rows with an `output`), scored; plus the LM loss on
+    held-out text, for forgetting. The answers come back too, under "answers"."""
+    from mini_world.probe import answer_questions
+
+    answers = answer_questions(model.eval(), tokenizer, questions, batch_size)
+    scores = score_answers(answers, [q["output"] for q in questions])
+    if held_out_text:
+        scores["lm_loss"] = lm_loss(model, tokenizer, held_out_text)
+    return {**scores, "answers": answers}
