@@ -27,9 +27,9 @@ from pathlib import Path
 
 from common.errors import UserError, run_cli
 from common.lessons import ROOT, VARIANTS, lesson_module
-from measure.counts import count_table, count_variants
 from common.models import DEFAULT_MODEL
 from common.train_args import DEFAULT_DATASET
+from measure.counts import count_table, count_variants
 
 QUESTION = "用一句话解释什么是光合作用。"
 

@@ -106,8 +106,9 @@ def lm_loss(model, tokenizer, texts: list[str], batch_size: int = 32) -> float:
     return total / count
 
 
-def score_model(model, tokenizer, questions: list[dict], held_out_text: list[str] | None = None,
-                batch_size: int = 64) -> dict:
+def score_model(
+    model, tokenizer, questions: list[dict], held_out_text: list[str] | None = None, batch_size: int = 64
+) -> dict:
     """Greedy answers to every question (instruction/input rows with an `output`), scored; plus the LM loss on
     held-out text, for forgetting. The answers come back too, under "answers"."""
     from mini_world.probe import answer_questions

@@ -31,9 +31,9 @@ def lesson_infer(folder: Path):
 
 
 def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int = 64) -> dict:
-    from measure.scoring import lm_loss, score_answers
     from common.artifacts import artifact_base, resolve_adapter
     from common.models import load_base_model
+    from measure.scoring import lm_loss, score_answers
 
     folder = Path(adapter)
     folder = folder / "adapter" if (folder / "adapter").is_dir() else folder
