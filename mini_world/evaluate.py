@@ -3,7 +3,8 @@
     python -m mini_world.evaluate --adapter 05-chatbot_lora/output
 
 The adapter answers through its own lesson's infer.py (`load_for_inference`, then the batched greedy
-`generate_from_prompts` that `infer.py --input_file` runs); the bare base model answers the same prompts.
+`generate_from_prompts` that `infer.py --input_file` runs); the bare base model answers the same prompts; both are
+scored by measure.scoring, the scorer compare.py uses.
 The questions are about people whose biographies the base model read in pretraining but who never appeared in a
 question during fine-tuning, so a correct answer means fine-tuning unlocked knowledge that pretraining stored.
 """
@@ -16,7 +17,6 @@ from common.errors import UserError, run_cli
 from common.lessons import LESSON_OF_METHOD, LESSONS, ROOT, lesson_module
 
 from .generate import WORLD_DIR, read_jsonl
-from .probe import answer_questions
 
 
 def lesson_infer(folder: Path):
@@ -33,7 +33,7 @@ def lesson_infer(folder: Path):
 def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int = 64) -> dict:
     from common.artifacts import artifact_base, resolve_adapter
     from common.models import load_base_model
-    from measure.scoring import lm_loss, score_answers
+    from measure.scoring import score_model
 
     folder = Path(adapter)
     folder = folder / "adapter" if (folder / "adapter").is_dir() else folder
@@ -41,15 +41,14 @@ def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int =
     folder = resolve_adapter(str(folder), ROOT / lesson, infer.METHOD)
     rows = read_jsonl(Path(questions))
     bios = [r["text"] for r in read_jsonl(Path(held_out_bios))]
-    references = [r["output"] for r in rows]
     model, tokenizer = infer.load_for_inference(str(folder))
     base = load_base_model(artifact_base(folder)).eval()
     result = {"lesson": lesson, "adapter": str(folder), "questions": len(rows),
               "people": len({r.get("name", r["instruction"]) for r in rows})}  # fmt: skip
-    for side, m in (("base", base), ("trained", model.eval())):
-        answers = answer_questions(m, tokenizer, rows, batch_size)
-        result[side] = {**score_answers(answers, references), "lm_loss": lm_loss(m, tokenizer, bios)}
-        result[side + "_answers"] = answers
+    for side, m in (("base", base), ("trained", model)):  # the one scorer compare.py uses too
+        scored = score_model(m, tokenizer, rows, bios, batch_size)
+        result[side + "_answers"] = scored.pop("answers")
+        result[side] = scored
     result["forgetting"] = result["trained"]["lm_loss"] - result["base"]["lm_loss"]
     return result
 
