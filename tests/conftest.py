@@ -42,21 +42,28 @@ class Trained:
 
 
 @pytest.fixture(scope="session")
-def trained(tiny_model_dir, overfit_file, tmp_path_factory):
-    """variant -> Trained, each variant trained once per test session (in-process: no import cost)."""
+def train_once(overfit_file, tmp_path_factory):
+    """(model folder, variant, extra flags) -> Trained: each trained once per test session, in-process (no import
+    cost), on the four overfit rows."""
     cache = {}
 
-    def get(variant):
-        if variant not in cache:
+    def get(model_dir, variant, extra=()):
+        key = (str(model_dir), variant, tuple(extra))
+        if key not in cache:
             lesson, flags = VARIANTS[variant]
-            out_dir = tmp_path_factory.mktemp(variant) / "output"
-            argv = ["--model_name_or_path", str(tiny_model_dir), "--dataset", str(overfit_file),
-                    "--output_dir", str(out_dir), *TRAIN_FLAGS, *flags]  # fmt: skip
-            trainer = lesson_module(lesson, "train").main(argv)
-            cache[variant] = Trained(variant, trainer, out_dir, argv)
-        return cache[variant]
+            out_dir = tmp_path_factory.mktemp(f"{model_dir.name}-{variant}") / "output"
+            argv = ["--model_name_or_path", str(model_dir), "--dataset", str(overfit_file),
+                    "--output_dir", str(out_dir), *TRAIN_FLAGS, *flags, *extra]  # fmt: skip
+            cache[key] = Trained(variant, lesson_module(lesson, "train").main(argv), out_dir, argv)
+        return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def trained(train_once, tiny_model_dir):
+    """variant -> Trained on the tiny BLOOM."""
+    return lambda variant: train_once(tiny_model_dir, variant)
 
 
 @pytest.fixture(scope="session")
@@ -95,22 +102,9 @@ def other_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_other(other_model_dir, overfit_file, tmp_path_factory):
+def trained_other(train_once, other_model_dir):
     """(arch, variant, extra flags) -> Trained: a course variant trained on a non-BLOOM tiny model, once."""
-    cache = {}
-
-    def get(arch, variant, extra=()):
-        key = (arch, variant, tuple(extra))
-        if key not in cache:
-            lesson, flags = VARIANTS[variant]
-            out_dir = tmp_path_factory.mktemp(f"{arch}-{variant}") / "output"
-            argv = ["--model_name_or_path", str(other_model_dir(arch)), "--dataset", str(overfit_file),
-                    "--output_dir", str(out_dir), *TRAIN_FLAGS, *flags, *extra]  # fmt: skip
-            trainer = lesson_module(lesson, "train").main(argv)
-            cache[key] = Trained(variant, trainer, out_dir, argv)
-        return cache[key]
-
-    return get
+    return lambda arch, variant, extra=(): train_once(other_model_dir(arch), variant, extra)
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,19 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from helpers import COURSE_COUNTS, ROOT
 
-import compare
 from common.lessons import VARIANTS
 from measure.counts import count_table, count_variants
+
+
+def compare(*argv):
+    """compare.py as a user runs it: its own process."""
+    return subprocess.run([sys.executable, str(ROOT / "compare.py"), *argv], capture_output=True, text=True)
 
 
 def test_count_table_equals_the_course_table(real_architecture_dir):
@@ -29,10 +35,24 @@ def test_docs_show_exactly_what_compare_prints(real_architecture_dir):
 @pytest.mark.slow
 def test_train_report_has_every_file_and_field(tiny_model_dir, overfit_file, tmp_path):
     out = tmp_path / "report"
-    compare.main(["--model_name_or_path", str(tiny_model_dir), "--train", "--dataset",
-                  str(ROOT / "data" / "alpaca_sample_zh.json"), "--max_steps", "3", "--output_dir", str(out),
-                  "--max_new_tokens", "4", "--per_device_train_batch_size", "2",
-                  "--gradient_accumulation_steps", "1"])  # fmt: skip
+    done = compare(
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--train",
+        "--dataset",
+        str(ROOT / "data" / "alpaca_sample_zh.json"),
+        "--max_steps",
+        "3",
+        "--output_dir",
+        str(out),
+        "--max_new_tokens",
+        "4",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert [r["variant"] for r in report["variants"]] == list(VARIANTS)
     fields = ["trainable_params", "all_params", "trainable_percent", "adapter_size_bytes", "peak_memory_mb",
@@ -54,8 +74,9 @@ def test_train_report_has_every_file_and_field(tiny_model_dir, overfit_file, tmp
         assert f"]({name})" in md
 
 
-def test_unknown_flags_are_refused_without_train(capsys):
-    from common.errors import UserError
-
-    with pytest.raises(UserError, match="unrecognized arguments: --bogus"):
-        compare.main(["--bogus"])
+def test_unknown_flags_are_refused_without_train():
+    done = compare("--epochs", "3")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: unrecognized arguments: --epochs 3 (only with --train are extra flags passed on to train.py)"
+    ]

@@ -1,6 +1,8 @@
 """compare.py --train with held-out questions: a learning-rate sweep scored by answers, and reuse of finished runs."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from helpers import ROOT
@@ -10,8 +12,11 @@ from mini_world.generate import read_jsonl
 pytestmark = pytest.mark.slow  # trains four runs in subprocesses
 
 
-def test_sweep_report_scores_answers_and_reuses_finished_runs(tmp_path, capsys):
-    import compare
+def test_sweep_report_scores_answers_and_reuses_finished_runs(tmp_path):
+    def compare(argv):
+        done = subprocess.run([sys.executable, str(ROOT / "compare.py"), *argv], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
 
     def head(name: str, n: int):
         path = tmp_path / name
@@ -25,7 +30,7 @@ def test_sweep_report_scores_answers_and_reuses_finished_runs(tmp_path, capsys):
             "--held_out_text", str(bios), "--variants", "lora_qkv", "prefix", "--lr_factors", "1", "10",
             "--max_steps", "4", "--output_dir", str(tmp_path / "report"), "--per_device_train_batch_size", "4",
             "--gradient_accumulation_steps", "1"]  # fmt: skip
-    compare.main(argv)
+    compare(argv)
     report = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
     runs = report["runs"]
     assert len(runs) == 4
@@ -38,8 +43,6 @@ def test_sweep_report_scores_answers_and_reuses_finished_runs(tmp_path, capsys):
     for png in ("em_vs_params.png", "em_vs_time.png", "lr_sweep.png"):
         assert (tmp_path / "report" / png).stat().st_size > 0
 
-    capsys.readouterr()
-    compare.main(argv)  # same command again: every run is reused, none retrained
-    log = capsys.readouterr().err
+    log = compare(argv)  # same command again: every run is reused, none retrained
     assert log.count("reusing the finished run") == 4
     assert json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))["runs"] == runs

@@ -1,5 +1,5 @@
-"""The rules of the house that keep the code easy to read: small files in common/, light imports, one lesson
-table, test modules that do not lean on each other."""
+"""The rules of the house that keep the code easy to read: small files in common/ and measure/, light imports,
+one lesson registry and its contract, test modules that lean neither on each other nor on the top-level scripts."""
 
 import ast
 import subprocess
@@ -11,19 +11,29 @@ from helpers import ROOT
 from common.lessons import LESSON_OF_METHOD, LESSONS, REGISTRY, VARIANTS, contract_gaps, lesson_module
 
 MAX_LINES = 250
-# what needs torch at import, by its nature: a Trainer subclass, modules holding nn.Module fields
-HEAVY = {"checkpoints", "check_by_hand"}
+PACKAGES = ("common", "measure")
+# what needs torch at import, by its nature: a Trainer subclass or callbacks, modules holding nn.Module fields
+HEAVY = {"common.checkpoints", "common.check_by_hand", "measure.callbacks"}
 
 
-def test_common_files_stay_small():
-    sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in (ROOT / "common").glob("*.py")}
+@pytest.mark.parametrize("package", PACKAGES)
+def test_package_files_stay_small(package):
+    sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in (ROOT / package).glob("*.py")}
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
 
 
-def test_common_modules_import_no_ml_library():
-    """Importing common's modules is cheap: torch, transformers, peft and gradio load only when used."""
-    light = sorted(p.stem for p in (ROOT / "common").glob("*.py") if p.stem not in HEAVY | {"__init__"})
-    code = "import sys\n" + "".join(f"import common.{name}\n" for name in light)
+def test_top_level_scripts_stay_thin():
+    """bench.py and compare.py parse, dispatch and print; their code lives in measure/."""
+    for script in ("bench.py", "compare.py"):
+        assert len((ROOT / script).read_text(encoding="utf-8").splitlines()) <= 130, script
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_package_modules_import_no_ml_library(package):
+    """Importing the packages' modules is cheap: torch, transformers, peft and gradio load only when used."""
+    names = (f"{package}.{p.stem}" for p in (ROOT / package).glob("*.py") if p.stem != "__init__")
+    light = sorted(name for name in names if name not in HEAVY)
+    code = "import sys\n" + "".join(f"import {name}\n" for name in light)
     code += "print(sorted(m for m in ('torch', 'transformers', 'peft', 'gradio', 'datasets') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", f"imported at import time: {done.stdout}"
@@ -37,6 +47,7 @@ def test_no_test_module_imports_another():
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
         assert not set(names) & test_modules, f"{path.name} imports {sorted(set(names) & test_modules)}"
+        assert not set(names) & {"bench", "compare"}, f"{path.name} imports a top-level script; use measure/"
 
 
 def test_the_lesson_table_names_every_lesson_folder_and_method():

@@ -86,16 +86,16 @@ def test_eval_order_is_fixed_whatever_the_training_order():
 
 
 def test_runs_alternate():
-    import bench
+    from measure.repeats import alternated
 
-    assert bench.alternated(["course", "defaults"], 3) == ["course", "defaults"] * 3
+    assert alternated(["course", "defaults"], 3) == ["course", "defaults"] * 3
 
 
 def test_figures_are_medians_with_their_range():
-    import bench
+    from measure.repeats import spread
 
-    assert bench.spread([3.0, 1.0, 2.0], ".1f") == "2.0 [1.0-3.0]"
-    assert bench.spread([1.25], ".2f") == "1.25"
+    assert spread([3.0, 1.0, 2.0], ".1f") == "2.0 [1.0-3.0]"
+    assert spread([1.25], ".2f") == "1.25"
 
 
 def bench_run(*argv, timeout=300):
@@ -157,14 +157,34 @@ def test_precision_mode_times_every_mode(tiny_model_dir, tmp_path):
     assert "bf16/fp16 hardware (AVX512-BF16, AMX):" in text and "GFLOP/s" in text
 
 
-def test_gpu_suite_without_a_gpu_says_how_to_run_its_code_path(capsys):
-    import torch
+def test_gpu_suite_without_a_gpu_says_how_to_run_its_code_path(tmp_path):
+    from types import SimpleNamespace
 
-    import bench
+    from common.errors import UserError
+    from measure.gpu_suite import gpu_suite
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from common.errors import UserError
-
     with pytest.raises(UserError, match="--gpu-suite needs a GPU; to run its code path on this CPU"):
-        bench.main(["--gpu-suite"])
+        gpu_suite(SimpleNamespace(model_name_or_path=None), tmp_path, [])
+
+
+@pytest.mark.slow
+def test_step_recorder_times_the_training_batches_and_counts_their_padding(tiny_model_dir, tmp_path):
+    """The benchmark's callback, given to a lesson's main() the way every tool gives it: it sees each training
+    batch once (none of the eval batches) and its padding, so padding efficiency follows from the batches."""
+    from measure.callbacks import StepRecorder
+
+    recorder = StepRecorder()
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--dataset", str(ROOT / "data" / "alpaca_sample_zh.json"),
+            "--eval_dataset", str(ROOT / "data" / "demo_zh.json"), "--output_dir", str(tmp_path),
+            "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--max_steps", "3",
+            "--train_sampling_strategy", "random", "--save_strategy", "no", "--disable_tqdm", "true"]  # fmt: skip
+    trainer = lesson_module("05", "train").main(argv, callbacks=[recorder])
+    assert len(recorder.batches) == 3 * 2  # steps x accumulation; evaluation added none
+    times = [t for t, _, _ in recorder.batches]
+    assert times == sorted(times) and recorder.finished > times[-1]
+    real = sum(sum(lengths) for _, lengths, _ in recorder.batches)
+    assert real == trainer.state.num_input_tokens_seen  # the Trainer's own count of real tokens
+    assert all(len(lengths) == 4 and padded >= sum(lengths) for _, lengths, padded in recorder.batches)
+    assert any(padded > sum(lengths) for _, lengths, padded in recorder.batches)  # random batches are padded

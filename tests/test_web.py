@@ -216,18 +216,6 @@ def test_unknown_flag_is_one_error_line(lesson, capsys):
     fails_cleanly(capsys, lesson, "infer", argv, "unrecognized arguments: --output_dir")
 
 
-def test_compare_unknown_flag_is_one_error_line(capsys):
-    import compare
-    from common.errors import run_cli
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        run_cli(compare.main, ["--epochs", "3"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert info.value.code == 2 and err == ["error: unrecognized arguments: --epochs 3 (only with --train are extra "
-                                            "flags passed on to train.py)"]  # fmt: skip
-
-
 def test_web_port_in_use_is_one_error_line_before_anything_loads(tmp_path, capsys, monkeypatch):
     """No adapter there and no gradio: the port is what is reported, so it is checked first."""
     monkeypatch.setitem(sys.modules, "gradio", None)
