@@ -47,7 +47,7 @@ def load_instruction_data(dataset: str) -> datasets.Dataset:
         raise UserError(f"{dataset}: unsupported file type; use one of {', '.join(FILE_SUFFIXES)}")
     if path.suffix in FILE_SUFFIXES or dataset.startswith((".", "/", "~")) or dataset.count("/") > 1:
         raise UserError(f"dataset not found: {dataset} (no such file or folder)")
-    require_hub(f"the dataset {dataset!r}")
+    require_hub("dataset", dataset)
     try:
         loaded = datasets.load_dataset(dataset, split="train")
     except Exception as exc:  # the hub raises many types; the message is what the user needs

@@ -38,8 +38,11 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def require_hub(what: str) -> None:
-    """Raise a UserError now if `what` would be looked up on a hub this machine cannot reach.
+def require_hub(what: str, name: str) -> None:
+    """Raise a UserError now if `name` (no local path) would be looked up on a hub this machine cannot reach.
+
+    The message says both things, since either may be the mistake: no local folder or file has that name (a
+    typo such as tiny_bloom for tiny-bloom), and the hub, where it would be an id, cannot be reached.
 
     Offline mode and proxies are left to the libraries: offline they already fail fast, and behind a proxy a
     direct connection says nothing about what the proxy can reach.
@@ -48,4 +51,7 @@ def require_hub(what: str) -> None:
         return
     host, port = endpoint()
     if not _reachable(host, port):
-        raise UserError(f"{what} is on the Hugging Face hub, but {host}:{port} cannot be reached; {OFFLINE_HELP}")
+        raise UserError(
+            f"{what} {name!r}: no such local folder or file here ({os.getcwd()}), and as a Hugging Face hub id it "
+            f"cannot be fetched: {host}:{port} cannot be reached; {OFFLINE_HELP}"
+        )

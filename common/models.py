@@ -24,7 +24,7 @@ def check_model_path(name: str) -> None:
         return
     if local:
         raise UserError(f"model not found: {name} (no such folder)")
-    hub.require_hub(f"the model {name!r}")
+    hub.require_hub("model", name)
 
 
 def _could_not_load(what: str, name: str, exc: Exception) -> UserError:

@@ -40,7 +40,7 @@ def test_exact_match_strips_whitespace():
 
 @pytest.mark.parametrize(("pred", "ref"), PAIRS)
 def test_rouge_l_equals_rouge_score(pred, ref):
-    from rouge_score import rouge_scorer  # requirements-test.txt
+    from rouge_score import rouge_scorer  # requirements-dev.txt
 
     class Characters:  # rouge-score's own tokenizer drops non-ASCII text; score characters instead
         def tokenize(self, text):
@@ -52,7 +52,7 @@ def test_rouge_l_equals_rouge_score(pred, ref):
 
 @pytest.mark.parametrize(("pred", "ref"), PAIRS)
 def test_bleu4_equals_nltk(pred, ref):
-    from nltk.translate import bleu_score as bleu  # requirements-test.txt
+    from nltk.translate import bleu_score as bleu  # requirements-dev.txt
 
     pred_chars, ref_chars = list(pred.strip()), list(ref.strip())
     if not pred_chars or not ref_chars:

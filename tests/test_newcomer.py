@@ -56,13 +56,20 @@ def test_hub_ids_fail_at_once_without_network_and_say_how_to_work_offline(unreac
     out = str(tmp_path / "out")
     started = time.monotonic()
     # the defaults: the data set is looked up first, then the model
-    fails_cleanly(capsys, "05", "train", ["--output_dir", out], "the dataset 'shibing624/alpaca-zh' is on the Hugging")
+    fails_cleanly(capsys, "05", "train", ["--output_dir", out], "dataset 'shibing624/alpaca-zh': no such local")
     local_data = ["--dataset", str(ROOT / "data" / "demo_zh.json"), "--output_dir", out]
-    fails_cleanly(capsys, "05", "train", local_data, "the model 'Langboat/bloom-1b4-zh' is on the Hugging Face hub")
+    fails_cleanly(capsys, "05", "train", local_data, "model 'Langboat/bloom-1b4-zh': no such local folder or file")
     fails_cleanly(capsys, "05", "train", local_data, "python -m common.tiny_model tiny-bloom")
     fails_cleanly(capsys, "05", "train", local_data, "set HF_HUB_OFFLINE=1")
     assert time.monotonic() - started < 15, "each failure must come within seconds, not after retries"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_local_folder_is_named_as_both_a_missing_folder_and_an_unreachable_hub_id(unreachable_hub, capsys):
+    """tiny_bloom for tiny-bloom: a learner must read that no such folder exists, not only that the hub is down."""
+    argv = ["--model_name_or_path", "tiny_bloom", "--dataset", str(ROOT / "data" / "demo_zh.json")]
+    fails_cleanly(capsys, "05", "train", argv, "model 'tiny_bloom': no such local folder or file here")
+    fails_cleanly(capsys, "05", "train", argv, "cannot be reached")
 
 
 def test_offline_mode_without_the_files_says_how_to_work_offline():
@@ -106,3 +113,23 @@ def test_plain_commands_print_no_warnings(tmp_path):
     counts = plain_command("compare.py", "--model_name_or_path", str(tmp_path / "tiny-bloom"), "--variants",
                            "lora_qkv", "prompt_random", cwd=ROOT)  # fmt: skip
     assert counts.stdout.startswith("| variant |")
+
+
+def test_ci_installs_what_the_readme_says_and_nothing_else():
+    """.ci/run runs the install commands of the README's install blocks word for word (it extracts them), and
+    installs nothing else, so a reader's venv is CI's; the README's install block gives the test tools too."""
+    import re
+
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    function = re.search(r"^readme_installs\(\) \{\n.*?\n\}\n", ci, re.S | re.M).group(0)
+    script = function + "readme_installs install; readme_installs optional-install"
+    lines = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert lines.splitlines()[:2] == [
+        "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu",
+        "pip install -r requirements-dev.txt",
+    ]
+    assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text(encoding="utf-8").splitlines()
+    installs = re.findall(r"^\s*(?:\$SUDO )?(?:python -m )?(?:pip|apt-get) install .*$", ci, re.M)
+    assert installs == ["python -m pip install -q --upgrade pip"], "CI installs something the README does not name"
+    assert ci.endswith("\npython -m pytest -q\n")  # the README's full test command, as the README writes it
+    assert "\npython -m pytest -q  " in (ROOT / "README.md").read_text(encoding="utf-8")
