@@ -19,6 +19,7 @@ LESSONS = {
     "03": "03-chatbot_p_tuning",
     "04": "04-chatbot_prefix_tuning",
     "05": "05-chatbot_lora",
+    "06": "06-chatbot_ia3",
 }
 
 # What each lesson saves (peft's `peft_type`, or BitFit's own), so an adapter given to the wrong infer.py can say
@@ -29,6 +30,7 @@ LESSON_OF_METHOD = {
     "P_TUNING": "03",
     "PREFIX_TUNING": "04",
     "LORA": "05",
+    "IA3": "06",
 }
 
 
@@ -59,6 +61,7 @@ VARIANTS = {
         "LoRA, regex + modules_to_save embeddings",
         ("--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings"),
     ),
+    "ia3": Variant("06", "IA3, peft's default layers", ()),
 }
 
 
