@@ -121,7 +121,7 @@ def test_generation_equals_greedy_reference(variant, trained, base_answers, caps
     assert [r["response"] for r in rows] == reference[:2]
 
 
-@pytest.mark.parametrize("variant", variant_params(["bitfit", "lora_qkv", "lora_regex_emb"]))
+@pytest.mark.parametrize("variant", variant_params(["bitfit", "lora_qkv", "lora_regex_emb", "ia3"]))
 def test_merged_model_gives_the_same_answer(variant, trained, capsys, tmp_path):
     from transformers import pipeline
 
@@ -151,7 +151,7 @@ def test_lessons_differ_only_in_the_method():
     mains = {
         ls: (ROOT / d / "train.py").read_text(encoding="utf-8").split("\ndef main")[1] for ls, d in LESSONS.items()
     }
-    assert mains["02"] == mains["03"] == mains["04"] == mains["05"]
+    assert mains["02"] == mains["03"] == mains["04"] == mains["05"] == mains["06"]
     assert mains["01"] == mains["05"].replace("model.print_trainable_parameters()", "print_trainable_parameters(model)")
 
 
