@@ -45,6 +45,7 @@ REGISTRY = (
         "lora_regex_emb": ("LoRA, regex + modules_to_save embeddings",
                            ("--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings")),
     }),
+    Lesson("06", "06-chatbot_ia3", "IA3", {"ia3": ("IA3, peft's default layers", ())}),
 )  # fmt: skip
 
 # lesson number -> folder, in course order

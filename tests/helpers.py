@@ -32,10 +32,18 @@ COURSE_COUNTS = {
     "lora_qkv": (1_572_864, 1_304_684_544),
     "lora_qkv_dense": (3_538_944, 1_306_650_624),
     "lora_regex_emb": (95_225_856, 1_398_337_536),
+    "ia3": (344_064, 1_303_455_744),
 }
 
 # One variant per lesson: the ones `make test-fast` trains; variant_params() marks the others slow
-FAST_VARIANTS = {"01": "bitfit", "02": "prompt_random", "03": "ptuning_mlp", "04": "prefix", "05": "lora_qkv"}
+FAST_VARIANTS = {
+    "01": "bitfit",
+    "02": "prompt_random",
+    "03": "ptuning_mlp",
+    "04": "prefix",
+    "05": "lora_qkv",
+    "06": "ia3",
+}
 
 
 def variant_params(names=None) -> list:

@@ -113,6 +113,65 @@ def test_lora_merge_by_hand_equals_merge_and_unload(variant, tiny_model_dir):
     assert (by_hand - unmerged).abs().max().item() <= TOLERANCE
 
 
+def test_ia3_starts_at_the_base_model(tiny_model_dir):
+    """The vectors start at ones: before any training the hand-made IA3 model is the base model."""
+    module, args = scratch("ia3"), variant_args("ia3", tiny_model_dir)
+    batch = left_padded_batch(load_tokenizer(str(tiny_model_dir)))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        base = load_base_model(str(tiny_model_dir)).eval()(**inputs).logits
+        hand = module.by_hand(load_base_model(str(tiny_model_dir)), args).eval()(**inputs).logits
+    assert torch.equal(hand, base)
+
+
+@pytest.mark.parametrize("arch", ["bloom", "qwen2", "qwen3", "llama"])
+def test_ia3_defaults_written_by_hand_are_peft_s(arch):
+    """from_scratch.py keeps peft's default layers as a table; it must say what peft does."""
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
+        TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+    )
+
+    targets, feedforward = scratch("ia3").DEFAULT_LAYERS[arch]
+    assert targets == TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING[arch]
+    assert feedforward == TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[arch]
+
+
+def test_ia3_merge_by_hand_equals_merge_and_unload(tiny_model_dir):
+    """Merging scales rows of W and b (output vectors) or columns of W (feed-forward input vectors): the same
+    weights as peft's merge_and_unload, and the same logits as before merging."""
+    module = scratch("ia3")
+    hand, peft_model, tokenizer = build(module.LESSON_DIR, module.by_hand, module.copy_values,
+                                        variant_args("ia3", tiny_model_dir))  # fmt: skip
+    vectors = {n: m.ia3_l.detach().clone() for n, m in hand.named_modules() if isinstance(m, module.IA3Linear)}
+    before = {k: v.clone() for k, v in hand.state_dict().items()}
+    inputs = {k: v for k, v in left_padded_batch(tokenizer).items() if k != "labels"}
+    with torch.no_grad():
+        unmerged = hand(**inputs).logits
+        merged = module.merge_by_hand(copy.deepcopy(hand))
+        assert not any(isinstance(m, module.IA3Linear) for m in merged.modules())
+        by_hand = merged(**inputs).logits
+        by_peft = peft_model.merge_and_unload()
+        peft_logits = by_peft(**inputs).logits
+    assert (by_hand - unmerged).abs().max().item() <= TOLERANCE
+    assert (by_hand - peft_logits).abs().max().item() <= TOLERANCE
+    peft_state, hand_state = by_peft.state_dict(), merged.state_dict()
+    assert peft_state.keys() == hand_state.keys()
+    for key in hand_state:
+        torch.testing.assert_close(hand_state[key], peft_state[key], atol=1e-6, rtol=0, msg=key)
+    assert len(vectors) == 2 * hand.config.n_layer
+    for name, vector in vectors.items():  # the rule, written out: diag(l) W and l * b, or W diag(l) and b
+        scale = vector.flatten()
+        weight, bias = before[f"{name}.base_layer.weight"], before[f"{name}.base_layer.bias"]
+        if name.endswith("dense_4h_to_h"):
+            expected_weight, expected_bias = weight @ torch.diag(scale), bias
+        else:
+            expected_weight, expected_bias = torch.diag(scale) @ weight, scale * bias
+            assert not torch.allclose(expected_bias, bias)  # a merge that forgot the bias would be caught
+        torch.testing.assert_close(hand_state[f"{name}.weight"], expected_weight, atol=1e-6, rtol=0)
+        torch.testing.assert_close(hand_state[f"{name}.bias"], expected_bias, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("variant", list(COURSE_COUNTS))
 def test_hand_made_counts_reproduce_the_course_table(variant, real_architecture_dir):
     """Real bloom-1b4-zh architecture on the meta device: the hand-made modules alone give every row."""
@@ -143,10 +202,24 @@ def _linear_biases_only(model, args=None, tokenizer=None):  # misses LayerNorm b
     return model
 
 
+class _BiasOutsideTheScaling(nn.Module):  # l * (W x) + b: IA3's output vector misses the bias
+    def __init__(self, base_layer, is_feedforward):
+        super().__init__()
+        self.base_layer, self.is_feedforward = base_layer, is_feedforward
+        shape = (1, base_layer.in_features) if is_feedforward else (base_layer.out_features, 1)
+        self.ia3_l = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x):
+        if self.is_feedforward:
+            return self.base_layer(x * self.ia3_l.flatten())
+        return nn.functional.linear(x, self.base_layer.weight) * self.ia3_l.flatten() + self.base_layer.bias
+
+
 @pytest.mark.parametrize(
     "variant, attribute, broken",
     [("prompt_random", "extend_mask", _broken_mask), ("ptuning_lstm", "extend_mask", _broken_mask),
-     ("prefix_proj", "to_cache", _broken_cache), ("bitfit", "by_hand", _linear_biases_only)],
+     ("prefix_proj", "to_cache", _broken_cache), ("bitfit", "by_hand", _linear_biases_only),
+     ("ia3", "IA3Linear", _BiasOutsideTheScaling)],
 )  # fmt: skip
 def test_a_wrong_hand_made_version_fails_the_check(variant, attribute, broken, monkeypatch, tiny_model_dir):
     monkeypatch.setattr(scratch(variant), attribute, broken)
@@ -172,7 +245,7 @@ def test_bad_model_path_is_a_user_error():
 
 
 # the one tiny-model run each lesson README pastes in its from-scratch section
-SHOWN_RUN = ["bitfit", "prompt_text", "ptuning_mlp", "prefix", "lora_regex_emb"]
+SHOWN_RUN = ["bitfit", "prompt_text", "ptuning_mlp", "prefix", "lora_regex_emb", "ia3"]
 
 
 @pytest.mark.parametrize("variant", SHOWN_RUN)

@@ -89,8 +89,8 @@ def test_one_registry_line_per_lesson():
 
 def test_the_loader_loads_each_script_once_and_refuses_unknown_lessons():
     assert lesson_module("05", "train") is lesson_module("05-chatbot_lora", "train")
-    with pytest.raises(KeyError, match="no lesson '06'"):
-        lesson_module("06", "train")
+    with pytest.raises(KeyError, match="no lesson '07'"):
+        lesson_module("07", "train")
 
 
 def test_lesson_main_shows_the_process_setup_and_the_seed_before_the_method():

@@ -121,7 +121,7 @@ def test_generation_equals_greedy_reference(variant, trained, base_answers, caps
     assert [r["response"] for r in rows] == reference[:2]
 
 
-@pytest.mark.parametrize("variant", variant_params(["bitfit", "lora_qkv", "lora_regex_emb"]))
+@pytest.mark.parametrize("variant", variant_params(["bitfit", "lora_qkv", "lora_regex_emb", "ia3"]))
 def test_merged_model_gives_the_same_answer(variant, trained, capsys, tmp_path):
     from transformers import pipeline
 

@@ -85,6 +85,11 @@ def test_target_modules_naming_no_layer_lists_real_ones(base_argv, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+def test_ia3_without_peft_defaults_for_the_architecture_says_where_to_name_layers(base_argv, capsys, monkeypatch):
+    monkeypatch.setattr(lesson_module("06", "train"), "TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING", {})
+    fails_cleanly(capsys, "06", "train", base_argv, "no default IA3 layers for model type 'bloom'")
+
+
 @pytest.mark.parametrize("flag", ["--activation_checkpointing", "--gradient_checkpointing"])
 def test_prefix_tuning_refuses_activation_checkpointing(flag, base_argv, tmp_path, capsys):
     old_name = flag == "--gradient_checkpointing"  # transformers' deprecated alias: it says so, and it is refused too
@@ -106,6 +111,7 @@ def test_infer_with_another_lessons_adapter_names_that_lesson(trained, capsys):
     fails_cleanly(capsys, "02", "infer", ["--adapter", adapter, "--prompt", "x"], "made by 05-chatbot_lora")
     fails_cleanly(capsys, "01", "infer", ["--adapter", str(trained("prefix").out_dir)], "made by 04-chatbot_prefix")
     fails_cleanly(capsys, "05", "infer", ["--adapter", str(trained("bitfit").out_dir)], "made by 01-chatbot_bitfit")
+    fails_cleanly(capsys, "05", "infer", ["--adapter", str(trained("ia3").out_dir)], "made by 06-chatbot_ia3")
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +121,7 @@ def other_base(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("other") / "other-bloom", hidden_size=32, n_layer=2, n_head=4)
 
 
-@pytest.mark.parametrize("variant", ["bitfit", "prompt_random", "ptuning_mlp", "prefix", "lora_qkv"])
+@pytest.mark.parametrize("variant", ["bitfit", "prompt_random", "ptuning_mlp", "prefix", "lora_qkv", "ia3"])
 def test_infer_with_an_adapter_for_another_base_model(variant, trained, other_base, capsys):
     t = trained(variant)
     argv = ["--adapter", str(t.out_dir), "--model_name_or_path", str(other_base), "--prompt", "x"]
@@ -168,7 +174,7 @@ def wait_for(path, proc, timeout=120):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["bitfit", "prompt_text", "ptuning_lstm", "prefix_proj", "lora_regex_emb"])
+@pytest.mark.parametrize("variant", ["bitfit", "prompt_text", "ptuning_lstm", "prefix_proj", "lora_regex_emb", "ia3"])
 def test_sigkill_mid_training_then_resume_true(variant, tiny_model_dir, overfit_file, tmp_path):
     lesson, flags = VARIANTS[variant]
     out = tmp_path / "out"
