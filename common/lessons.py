@@ -21,6 +21,12 @@ LESSONS = {
     "05": "05-chatbot_lora",
 }
 
+# Lessons that teach no method of their own and so have no train.py or variants: they use the methods above
+# (07: several lesson-05 LoRA adapters on one base). Only lesson_module reads this table.
+TOPIC_LESSONS = {
+    "07": "07-chatbot_adapters",
+}
+
 # What each lesson saves (peft's `peft_type`, or BitFit's own), so an adapter given to the wrong infer.py can say
 # which lesson made it.
 LESSON_OF_METHOD = {
@@ -64,11 +70,12 @@ VARIANTS = {
 
 def lesson_number(lesson: str) -> str:
     """'05' for '05' or '05-chatbot_lora'; a clear error for anything else."""
-    if lesson in LESSONS:
+    every = {**LESSONS, **TOPIC_LESSONS}
+    if lesson in every:
         return lesson
-    if LESSONS.get(lesson[:2]) == lesson:
+    if every.get(lesson[:2]) == lesson:
         return lesson[:2]
-    raise KeyError(f"no lesson {lesson!r}; the lessons are {', '.join(LESSONS.values())}")
+    raise KeyError(f"no lesson {lesson!r}; the lessons are {', '.join(every.values())}")
 
 
 def lesson_module(lesson: str, name: str) -> ModuleType:
@@ -77,7 +84,7 @@ def lesson_module(lesson: str, name: str) -> ModuleType:
     `lesson` is a number ('05') or a folder name. Each module gets its own name, so lessons never shadow each
     other; it is registered before it runs, as an import would, so its dataclasses can find their module.
     """
-    folder = LESSONS[lesson_number(lesson)]
+    folder = {**LESSONS, **TOPIC_LESSONS}[lesson_number(lesson)]
     module_name = f"lesson{folder[:2]}_{name}"
     if module_name not in sys.modules:
         spec = importlib.util.spec_from_file_location(module_name, ROOT / folder / f"{name}.py")
