@@ -48,13 +48,18 @@ class AdapterArguments(InferArguments):
     )
     use: str | None = field(
         default=None,
-        metadata={"help": "The adapter --prompt, the chat and --web start with: a NAME, or base for the bare "
-                  "model. Default: the first --adapter."},  # fmt: skip
+        metadata={
+            "help": "The adapter --prompt, the chat and --web start with: a NAME, or base for the bare "
+            "model. Default: the first --adapter."
+        },  # fmt: skip
     )
     input_file: str | None = field(
         default=None,
-        metadata={"help": "JSON lines, one row each: {\"instruction\": ..., \"input\": ... (optional), \"adapter\": "
-                  "NAME or base}; writes one JSON line per row (prompt, adapter, response) in input order."},  # fmt: skip
+        metadata={
+            "help": 'JSON lines, one row each: {"instruction": ..., "input": ... (optional), '
+            '"adapter": NAME or base}; writes one JSON line per row (prompt, adapter, response) in input '
+            "order."
+        },  # fmt: skip
     )
 
 
@@ -137,11 +142,11 @@ def read_rows(path: Path, adapters: dict[str, Path]) -> list[dict]:
         except json.JSONDecodeError as exc:
             raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
         if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) or not row["instruction"]:
-            raise UserError(f"{where}: expected an object with a non-empty \"instruction\"")
+            raise UserError(f'{where}: expected an object with a non-empty "instruction"')
         if not isinstance(row.get("input", ""), str):
-            raise UserError(f"{where}: \"input\" must be a string")
+            raise UserError(f'{where}: "input" must be a string')
         if not isinstance(row.get("adapter"), str):
-            raise UserError(f"{where}: no \"adapter\" (one of {', '.join(adapters)}, or {BASE})")
+            raise UserError(f'{where}: no "adapter" (one of {", ".join(adapters)}, or {BASE})')
         check_name(row["adapter"], adapters, where)
         rows.append({"prompt": user_message(row["instruction"], row.get("input", "")), "adapter": row["adapter"]})
     if not rows:
