@@ -75,6 +75,9 @@ def parse_adapters(items: list[list[str]] | None) -> dict[str, Path]:
                             f"{EXAMPLE}")  # fmt: skip
         if name in (BASE, PEFT_BASE):
             raise UserError(f"--adapter {item!r}: the name {name!r} is kept for the bare base model; pick another")
+        if name in "lora_":  # peft 0.21.2 warns that such a name may reinitialise the adapter's weights on load
+            raise UserError(f"--adapter {item!r}: peft cannot load an adapter whose name is part of 'lora_'; pick "
+                            "a longer name")  # fmt: skip
         if name in adapters:
             raise UserError(f"--adapter {name!r} is given twice")
         adapters[name] = adapter_folder(name, Path(path))
@@ -160,6 +163,11 @@ def load_adapters(adapters: dict[str, Path], model_name_or_path=None, dtype="flo
 
     names = list(adapters)
     tokenizer, base = load_base_for(adapters[names[0]], model_name_or_path, dtype, trust_remote_code)
+    parts = {part for module_name, _ in base.named_modules() for part in module_name.split(".")}
+    for name in names:
+        if name in parts:  # peft 0.21.2 filters saved keys by ".<other adapter's name>."
+            raise UserError(f"--adapter {name}: {name!r} is also a module name in the base model; peft then drops "
+                            "that module's weights when it saves any other adapter; pick another name")  # fmt: skip
     with explain_mismatch(adapters[names[0]], base):
         model = PeftModel.from_pretrained(base, adapters[names[0]], adapter_name=names[0])
     for name in names[1:]:
