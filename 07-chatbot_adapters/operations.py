@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 5. a new adapter from the two: "cat" stacks the A and B matrices, so it adds the two updates exactly
     weights = args.weights
     model.add_weighted_adapter([first, second], weights, COMBINED, combination_type="cat")
+    model.eval()  # peft 0.21.2 builds the new adapter's dropout in training mode: greedy answers would be random
     model.set_adapter(COMBINED)
     combined = ask(model)
     print(f"== 5. add_weighted_adapter([{first!r}, {second!r}], {weights}, {COMBINED!r}, combination_type='cat'): "
