@@ -86,6 +86,12 @@ def parse_adapters(items: list[list[str]] | None) -> dict[str, Path]:
         made = ", ".join(f"{name} on {base}" for name, base in bases.items())
         raise UserError(f"the adapters were made for different base models ({made}); one generate() call runs one "
                         "base model, so give only adapters trained on the same one")  # fmt: skip
+    saved = {name: saved_modules(folder) for name, folder in adapters.items()}
+    if len(set(saved.values())) > 1:
+        listed = ", ".join(f"{name}: {', '.join(sorted(mods)) or 'none'}" for name, mods in saved.items())
+        raise UserError(f"the adapters train different full modules (modules_to_save: {listed}); peft 0.21.2 "
+                        "cannot route a row through a module copy its adapter does not have, so load such an "
+                        "adapter with the bare base only, or with adapters that save the same modules")  # fmt: skip
     formats = {name: prompt_format(folder) for name, folder in adapters.items()}
     if len(set(formats.values())) > 1:
         raise UserError(f"the adapters were trained in different prompt formats ({formats}); rows of one batch "
@@ -116,6 +122,12 @@ def adapter_folder(name: str, path: Path) -> Path:
 
 def same_path(base: str) -> str:
     return str(Path(base).resolve()) if Path(base).exists() else base
+
+
+def saved_modules(folder: Path) -> frozenset[str]:
+    """The modules an adapter trains in full (LoraConfig's modules_to_save)."""
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    return frozenset(config.get("modules_to_save") or [])
 
 
 def prompt_format(folder: Path) -> str:

@@ -4,6 +4,7 @@ error line, and the README's outputs are what its commands print."""
 
 import json
 import shlex
+import shutil
 
 import pytest
 import torch
@@ -44,7 +45,8 @@ def alone(pair, tiny_model_dir):
         answers[name] = [greedy_reference(model.eval(), tokenizer, q, MAX_NEW) for q in QUESTIONS]
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     answers["base"] = [greedy_reference(base, tokenizer, q, MAX_NEW) for q in QUESTIONS]
-    assert len({tuple(a) for a in answers.values()}) == 3, "the adapters must answer differently, or no test could tell"
+    for i in range(len(QUESTIONS)):  # each question tells the three apart, or a row sent astray could go unseen
+        assert len({a[i] for a in answers.values()}) == 3, [a[i] for a in answers.values()]
     return answers
 
 
@@ -73,6 +75,26 @@ def test_every_row_of_a_mixed_batch_equals_its_adapter_alone(pair, alone, tmp_pa
     assert [g["response"] for g in got] == [alone[name][i % 3] for i, name in enumerate(names)]
 
 
+@pytest.mark.slow
+def test_an_adapter_with_a_trained_embedding_copy_mixes_with_base_rows_only(pair, alone, trained, tmp_path, capsys):
+    """modules_to_save (lesson 05's third variant: a trained copy of word_embeddings): its rows and base rows share
+    a batch; a row of an adapter without that copy makes peft 0.21.2 fail (KeyError), so infer.py refuses the pair."""
+    emb = trained("lora_regex_emb").out_dir
+    model, tokenizer = lesson_module("05", "infer").load_for_inference(str(emb))
+    emb_alone = [greedy_reference(model.eval(), tokenizer, q, MAX_NEW) for q in QUESTIONS]
+    assert emb_alone != alone["base"]
+    names = ["emb", "base", "emb", "base", "emb"]
+    path = write_rows(tmp_path / "rows.jsonl", [{"instruction": QUESTIONS[i % 3], "adapter": n} for i, n in
+                                                enumerate(names)])  # fmt: skip
+    got = [json.loads(line)["response"] for line in run(capsys, ["--adapter", f"emb={emb}", *GREEDY, "--input_file",
+                                                                 str(path)]).splitlines()]  # fmt: skip
+    assert got == [(emb_alone if n == "emb" else alone["base"])[i % 3] for i, n in enumerate(names)]
+    model.load_adapter(str(pair["qkv"] / "adapter"), adapter_name="qkv")
+    batch = tokenizer(QUESTIONS[:2], return_tensors="pt", padding=True)
+    with pytest.raises(KeyError, match="qkv"):
+        model.generate(**batch, max_new_tokens=2, adapter_names=["default", "qkv"])
+
+
 def test_use_picks_the_adapter_for_prompt_and_chat(pair, alone, capsys, monkeypatch):
     import io
     import sys
@@ -94,6 +116,47 @@ def test_web_page_offers_every_adapter_and_the_base(pair, capsys, monkeypatch):
     route = {"qkv": ["qkv"], "ffn": ["ffn"], "base": ["__base__"]}
     assert seen["choices"] == {name: {"adapter_names": names} for name, names in route.items()}
     assert seen["chosen"] == "ffn"
+
+
+@pytest.mark.slow
+def test_web_page_answers_with_the_adapter_picked_in_its_drop_down(pair, alone, tmp_path):
+    """infer.py --web in its own process, asked through gradio's client: each pick answers as that adapter alone."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("gradio")
+    from gradio_client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, str(ROOT / TOPIC_LESSONS[LESSON] / "infer.py"), *adapter_flags(pair), "--web", "--port",
+           str(port), *GREEDY]  # fmt: skip
+    log = tmp_path / "server.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ})
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        for name in ("ffn", "base", "qkv"):
+            # message, do_sample, temperature, top_p, max_new_tokens, history_turns, adapter (the State is not sent)
+            messages = client.predict(QUESTIONS[1], False, 0.7, 0.9, MAX_NEW, 0, name, api_name="/respond")[0]
+            assert messages[-1]["content"][0]["text"] == alone[name][1], name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "Traceback" not in log.read_text()
 
 
 def test_disable_adapter_is_the_base_model(pair, tiny_model_dir):
@@ -191,6 +254,7 @@ def other_base_lora(tmp_path_factory, overfit_file):
         ("bad_json", "line 2: not valid JSON"),
         ("row_without_adapter", 'line 1: no "adapter"'),
         ("merge_to", "--merge_to merges one adapter"),
+        ("modules_to_save", "train different full modules (modules_to_save: qkv: none, emb: word_embeddings)"),
     ],
 )
 def test_bad_input_is_one_error_line_and_nothing_written(case, match, pair, tmp_path, capsys):
@@ -218,6 +282,12 @@ def test_bad_input_is_one_error_line_and_nothing_written(case, match, pair, tmp_
         path.write_text('{"instruction": "a", "adapter": "qkv"}\n{oops\n', encoding="utf-8")
     elif case == "row_without_adapter":
         write_rows(path, [{"instruction": "a"}])
+    elif case == "modules_to_save":  # the refusal reads adapter_config.json only: a copy with that field will do
+        emb = tmp_path / "emb"
+        shutil.copytree(pair["qkv"] / "adapter", emb)
+        config = json.loads((emb / "adapter_config.json").read_text())
+        (emb / "adapter_config.json").write_text(json.dumps({**config, "modules_to_save": ["word_embeddings"]}))
+        argv = ["--adapter", f"qkv={pair['qkv']}", "--adapter", f"emb={emb}", "--prompt", "x"]
     elif case == "merge_to":
         argv = [*flags, "--merge_to", str(tmp_path / "merged")]
     fails_cleanly(capsys, LESSON, "infer", argv, match)
