@@ -117,7 +117,7 @@ def adapter_folder(name: str, path: Path) -> Path:
     try:
         return resolve_adapter(str(folder), LORA_DIR, METHOD)
     except UserError as exc:
-        raise UserError(f"--adapter {name}: {exc}") from exc
+        raise UserError(f"--adapter {name}: {str(exc).replace('--adapter DIR', '--adapter NAME=DIR')}") from exc
 
 
 def same_path(base: str) -> str:
