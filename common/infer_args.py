@@ -45,11 +45,12 @@ class InferArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with the model repo."})
 
 
-def parse_infer_args(argv: list[str] | None, description: str) -> InferArguments:
-    """infer.py's flags, checked; for --web the port and gradio too, before a model is loaded for minutes."""
+def parse_infer_args(argv: list[str] | None, description: str, arguments: type = InferArguments) -> InferArguments:
+    """infer.py's flags, checked; for --web the port and gradio too, before a model is loaded for minutes.
+    `arguments`: InferArguments or a subclass with a lesson's own flags (lesson 07's several adapters)."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(InferArguments, description=description, epilog=DEBUG_EPILOG)
+    parser = HfArgumentParser(arguments, description=description, epilog=DEBUG_EPILOG)
     args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
         raise UserError(f"unrecognized arguments: {' '.join(unknown)} (--help lists the flags of infer.py)")

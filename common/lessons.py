@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class Lesson(NamedTuple):
     number: str  # "05"
     folder: str  # "05-chatbot_lora"
-    method: str  # what its saved artifact calls the method: peft's `peft_type`, or its own method record's
+    # what its saved artifact calls the method: peft's `peft_type`, or its own method record's; None for a topic
+    # lesson, which teaches no method of its own (no train.py, no variants) and works with another lesson's adapters
+    method: str | None
     # variant id -> (label, train.py flags): the switches the lesson teaches, compared side by side
     variants: dict[str, tuple[str, tuple[str, ...]]]
 
@@ -46,12 +48,15 @@ REGISTRY = (
                            ("--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings")),
     }),
     Lesson("06", "06-chatbot_ia3", "IA3", {"ia3": ("IA3, peft's default layers", ())}),
+    Lesson("07", "07-chatbot_adapters", None, {}),  # several lesson-05 LoRA adapters on one base
 )  # fmt: skip
 
-# lesson number -> folder, in course order
-LESSONS = {lesson.number: lesson.folder for lesson in REGISTRY}
+# method lesson number -> folder, in course order: the lessons that train, count and compare
+LESSONS = {lesson.number: lesson.folder for lesson in REGISTRY if lesson.method}
+# lessons that teach no method of their own (lesson_module loads their scripts too)
+TOPIC_LESSONS = {lesson.number: lesson.folder for lesson in REGISTRY if not lesson.method}
 # what each lesson saves, so an adapter given to the wrong infer.py can say which lesson made it
-LESSON_OF_METHOD = {lesson.method: lesson.number for lesson in REGISTRY}
+LESSON_OF_METHOD = {lesson.method: lesson.number for lesson in REGISTRY if lesson.method}
 
 
 class Variant(NamedTuple):
@@ -83,8 +88,10 @@ CONTRACT = {
     },
     "infer": {
         "METHOD": (None, "the method its artifacts record (this lesson's REGISTRY entry)"),
-        "load_for_inference": (("adapter", "model_name_or_path", "dtype", "trust_remote_code"),
-                               "(model, tokenizer) ready to generate"),
+        "load_for_inference": (
+            ("adapter", "model_name_or_path", "dtype", "trust_remote_code"),
+            "(model, tokenizer) ready to generate",
+        ),
         "main": (("argv",), "every chat mode and --merge_to"),
     },
     "from_scratch": {
@@ -92,16 +99,22 @@ CONTRACT = {
         "copy_values": (("hand", "reference"), "the reference model's trained values, copied into the hand-made one"),
         "main": (("argv",), "build both, compare counts and logits; exit status 0 when equal"),
     },
+}
+# a topic lesson: its own infer.py and from_scratch.py, each a command line
+TOPIC_CONTRACT = {
+    "infer": {"main": (("argv",), "the lesson's command line")},
+    "from_scratch": {"main": (("argv",), "the lesson's idea in plain torch, checked against peft")},
 }  # fmt: skip
 
 
 def lesson_number(lesson: str) -> str:
     """'05' for '05' or '05-chatbot_lora'; a clear error for anything else."""
-    if lesson in LESSONS:
+    every = {**LESSONS, **TOPIC_LESSONS}
+    if lesson in every:
         return lesson
-    if LESSONS.get(lesson[:2]) == lesson:
+    if every.get(lesson[:2]) == lesson:
         return lesson[:2]
-    raise KeyError(f"no lesson {lesson!r}; the lessons are {', '.join(LESSONS.values())}")
+    raise KeyError(f"no lesson {lesson!r}; the lessons are {', '.join(every.values())}")
 
 
 def lesson_module(lesson: str, name: str) -> ModuleType:
@@ -111,7 +124,7 @@ def lesson_module(lesson: str, name: str) -> ModuleType:
     `lesson` is a number ('05') or a folder name. Each module gets its own name, so lessons never shadow each
     other; it is registered before it runs, as an import would, so its dataclasses can find their module.
     """
-    folder = LESSONS[lesson_number(lesson)]
+    folder = {**LESSONS, **TOPIC_LESSONS}[lesson_number(lesson)]
     module_name = f"lesson{folder[:2]}_{name}"
     if module_name not in sys.modules:
         spec = importlib.util.spec_from_file_location(module_name, ROOT / folder / f"{name}.py")
@@ -126,10 +139,12 @@ def lesson_module(lesson: str, name: str) -> ModuleType:
 
 
 def contract_gaps(lesson: str) -> list[str]:
-    """What the lesson's scripts lack of CONTRACT, one line each ('' parts are fine): empty when it keeps it."""
-    gaps = []
-    for script, parts in CONTRACT.items():
-        if not (ROOT / LESSONS[lesson_number(lesson)] / f"{script}.py").is_file():
+    """What the lesson's scripts lack of its contract (CONTRACT, or TOPIC_CONTRACT for a topic lesson), one line
+    each: empty when it keeps it."""
+    number, gaps = lesson_number(lesson), []
+    folder = LESSONS.get(number) or TOPIC_LESSONS[number]
+    for script, parts in (CONTRACT if number in LESSONS else TOPIC_CONTRACT).items():
+        if not (ROOT / folder / f"{script}.py").is_file():
             gaps.append(f"{script}.py is missing")
             continue
         module = lesson_module(lesson, script)

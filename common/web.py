@@ -75,22 +75,29 @@ def stream_turn(
 
 
 def serve_web(
-    args: InferArguments, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, title: str, about: str
+    args: InferArguments,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    title: str,
+    about: str,
+    choices: dict[str, dict] | None = None,
+    chosen: str | None = None,
 ) -> None:
-    """A local chat page: streamed answers, the CLI's sampling controls, the conversation kept in the prompt."""
+    """A local chat page: streamed answers, the CLI's sampling controls, the conversation kept in the prompt.
+    `choices` (lesson 07): label -> extra generate() arguments, offered in a drop-down that starts at `chosen`."""
     gr = import_gradio()
 
     def as_messages(turns):
         return [{"role": role, "content": text} for q, a in turns for role, text in (("user", q), ("assistant", a))]
 
-    def respond(message, turns, do_sample, temperature, top_p, max_new_tokens, history_turns):
+    def respond(message, turns, do_sample, temperature, top_p, max_new_tokens, history_turns, choice=None):
         message = message.strip()
         if not message:
             yield as_messages(turns), turns, ""
             return
         settings = dataclasses.replace(args, do_sample=do_sample, temperature=temperature, top_p=top_p,
                                        max_new_tokens=int(max_new_tokens))  # fmt: skip
-        gen_kwargs = generation_kwargs(settings, tokenizer)
+        gen_kwargs = {**generation_kwargs(settings, tokenizer), **(choices[choice] if choices else {})}
         try:
             for shown in stream_turn(model, tokenizer, turns, message, gen_kwargs, int(history_turns)):
                 yield as_messages(turns + [(message, shown)]), turns, ""
@@ -101,6 +108,8 @@ def serve_web(
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(about)
+        if choices:
+            choice = gr.Dropdown(list(choices), value=chosen, label="adapter", elem_id="adapter")
         chatbot = gr.Chatbot(
             label="Conversation", height=420, render_markdown=False, buttons=["copy", "copy_all"], elem_id="chat"
         )
@@ -117,7 +126,7 @@ def serve_web(
             history_turns = gr.Slider(0, max(10, args.history_turns), value=args.history_turns, step=1,
                                       label="history_turns (0: single-turn)")  # fmt: skip
         clear = gr.Button("Clear conversation")
-        inputs = [box, turns, do_sample, temperature, top_p, max_new, history_turns]
+        inputs = [box, turns, do_sample, temperature, top_p, max_new, history_turns] + ([choice] if choices else [])
         box.submit(respond, inputs, [chatbot, turns, box])
         send.click(respond, inputs, [chatbot, turns, box])
         clear.click(lambda: ([], []), None, [chatbot, turns])

@@ -107,13 +107,19 @@ def lm_loss(model, tokenizer, texts: list[str], batch_size: int = 32) -> float:
 
 
 def score_model(
-    model, tokenizer, questions: list[dict], held_out_text: list[str] | None = None, batch_size: int = 64
+    model,
+    tokenizer,
+    questions: list[dict],
+    held_out_text: list[str] | None = None,
+    batch_size: int = 64,
+    max_new_tokens: int | None = None,
 ) -> dict:
     """Greedy answers to every question (instruction/input rows with an `output`), scored; plus the LM loss on
-    held-out text, for forgetting. The answers come back too, under "answers"."""
-    from mini_world.probe import answer_questions
+    held-out text, for forgetting. The answers come back too, under "answers". max_new_tokens: the longest
+    answer (default: mini_world.probe's, enough for the world's short answers)."""
+    from mini_world.probe import ANSWER_TOKENS, answer_questions
 
-    answers = answer_questions(model.eval(), tokenizer, questions, batch_size)
+    answers = answer_questions(model.eval(), tokenizer, questions, batch_size, max_new_tokens or ANSWER_TOKENS)
     scores = score_answers(answers, [q["output"] for q in questions])
     if held_out_text:
         scores["lm_loss"] = lm_loss(model, tokenizer, held_out_text)

@@ -17,6 +17,7 @@ from common.errors import UserError, run_cli
 from common.lessons import LESSON_OF_METHOD, LESSONS, ROOT, lesson_module
 
 from .generate import WORLD_DIR, read_jsonl
+from .probe import ANSWER_TOKENS
 
 
 def lesson_infer(folder: Path):
@@ -30,7 +31,9 @@ def lesson_infer(folder: Path):
     return lesson_module(lesson, "infer"), LESSONS[lesson]
 
 
-def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int = 64) -> dict:
+def evaluate(
+    adapter: str, questions: str, held_out_bios: str, batch_size: int = 64, max_new_tokens: int = ANSWER_TOKENS
+) -> dict:
     from common.artifacts import artifact_base, resolve_adapter
     from common.models import load_base_model
     from measure.scoring import score_model
@@ -46,7 +49,7 @@ def evaluate(adapter: str, questions: str, held_out_bios: str, batch_size: int =
     result = {"lesson": lesson, "adapter": str(folder), "questions": len(rows),
               "people": len({r.get("name", r["instruction"]) for r in rows})}  # fmt: skip
     for side, m in (("base", base), ("trained", model)):  # the one scorer compare.py uses too
-        scored = score_model(m, tokenizer, rows, bios, batch_size)
+        scored = score_model(m, tokenizer, rows, bios, batch_size, max_new_tokens)
         result[side + "_answers"] = scored.pop("answers")
         result[side] = scored
     result["forgetting"] = result["trained"]["lm_loss"] - result["base"]["lm_loss"]
@@ -74,13 +77,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--adapter", required=True, help="a lesson's output folder or its adapter/ folder")
     parser.add_argument("--questions", default=str(WORLD_DIR / "qa_test.jsonl"))
     parser.add_argument("--held_out_bios", default=str(WORLD_DIR / "bios_held_out.jsonl"))
+    parser.add_argument("--max_new_tokens", type=int, default=ANSWER_TOKENS,
+                        help="longest answer in tokens; lesson 07's full-sentence answers need 24")  # fmt: skip
     parser.add_argument("--examples", type=int, default=4, help="questions to show with both answers")
     parser.add_argument("--json", help="also write the full result (all answers) to this file")
     args = parser.parse_args(argv)
     for path in (args.questions, args.held_out_bios):
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file (python -m mini_world.generate writes the world)")
-    result = evaluate(args.adapter, args.questions, args.held_out_bios)
+    result = evaluate(args.adapter, args.questions, args.held_out_bios, max_new_tokens=args.max_new_tokens)
     print(report(result, read_jsonl(Path(args.questions)), args.examples))
     if args.json:
         Path(args.json).write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")

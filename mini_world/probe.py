@@ -31,10 +31,12 @@ def greedy_continuations(model, tokenizer, prompts: list[str], max_new_tokens: i
     return out
 
 
-def answer_questions(model, tokenizer, rows: list[dict], batch_size: int = 64) -> list[str]:
+def answer_questions(
+    model, tokenizer, rows: list[dict], batch_size: int = 64, max_new_tokens: int = ANSWER_TOKENS
+) -> list[str]:
     """Greedy answers to instruction/input rows in the course's prompt format (EOS ends an answer)."""
     prompts = [build_prompt(r["instruction"], r.get("input", "")) for r in rows]
-    return greedy_continuations(model, tokenizer, prompts, ANSWER_TOKENS, batch_size)
+    return greedy_continuations(model, tokenizer, prompts, max_new_tokens, batch_size)
 
 
 def knowledge_probe(model, tokenizer, people: list[dict]) -> dict:
