@@ -109,3 +109,47 @@ def test_exercise_answer_is_what_its_commands_print(lesson, section, tmp_path, t
             assert expected[0] == lines[0], command  # how many questions and people
             for row, values in want.items():
                 assert values == pytest.approx(got[row][: len(values)], abs=SCORE_TOLERANCE), (command, row)
+
+
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def same_printout(expected: str, printed: str) -> bool:
+    """Line by line: the words equal, each number within 5% (or both below 1e-4: float rounding noise)."""
+    a, b = expected.strip().splitlines(), printed.strip().splitlines()
+    if len(a) != len(b) or any(NUMBER.sub("#", x) != NUMBER.sub("#", y) for x, y in zip(a, b)):
+        return False
+    for x, y in zip(a, b):
+        for u, v in zip(map(float, NUMBER.findall(x)), map(float, NUMBER.findall(y))):
+            if not (abs(u) < 1e-4 and abs(v) < 1e-4) and abs(u - v) > 0.05 * max(abs(u), abs(v)):
+                return False
+    return True
+
+
+SNIPPET_PAGES = ["docs/unified_view.md", *(f"{folder}/README.md" for folder in LESSONS.values())]
+
+
+def snippet_sections() -> list:
+    found = []
+    for page in SNIPPET_PAGES:
+        text = (ROOT / page).read_text(encoding="utf-8")
+        for number, section in enumerate(re.findall(r"<!-- snippet:start -->(.*?)<!-- snippet:end -->", text, re.S)):
+            found.append(pytest.param(section, id=f"{page.split('/')[0]}-{number + 1}"))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section", snippet_sections())
+def test_snippet_prints_what_the_page_shows(section, tiny_model_dir, monkeypatch, capsys):
+    """A marked python block, run from the repository root (tiny-bloom: the tests' tiny model), prints the
+    block that follows it."""
+    import sys
+
+    code = textwrap.dedent(section.split("```python\n", 1)[1].split("```", 1)[0])
+    shown = textwrap.dedent(section.split("```python\n", 1)[1].split("```", 3)[2])
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", [str(ROOT), *sys.path])
+    capsys.readouterr()
+    exec(compile(code.replace('"tiny-bloom"', repr(str(tiny_model_dir))), "snippet", "exec"), {"__name__": "snippet"})
+    printed = capsys.readouterr().out
+    assert same_printout(shown, printed), printed
