@@ -42,8 +42,8 @@ class ScriptArguments(BaseScriptArguments):
 def add_method(model, args: ScriptArguments, tokenizer):
     """BitFit freezes every weight and trains only the bias vectors (of Linear and LayerNorm layers alike):
     well under 0.1% of the model; every bias the model has (Qwen2: only the q/k/v projections). No new
-    modules, no peft: we just choose what gets gradients. Trained biases are kept in fp32, since an optimizer
-    cannot update fp16 master weights.
+    modules, no peft: we just choose what gets gradients. Trained biases are kept in fp32: with an fp16 base and
+    --fp16, the GradScaler refuses fp16 gradients ("Attempting to unscale FP16 gradients").
 
     Input:  x of shape (B, T, in) entering each Linear or LayerNorm
     Output: the same layer's output with its trained bias b (shape (out,)) added: W x + b, (B, T, out)"""
