@@ -1,7 +1,7 @@
 """The machine's limit: the matrix-multiply throughput it attains at a model's own shapes, and what its CPU
 can do in low precision.
 
-Training is mostly matrix multiplies (common/flops.py counts them), so the best FLOP/s a plain `torch.mm`
+Training is mostly matrix multiplies (measure/flops.py counts them), so the best FLOP/s a plain `torch.mm`
 reaches at the model's weight shapes is the ceiling a training run can be compared against. It is measured,
 not taken from a data sheet: a 2-core virtual machine's nominal peak says little about what it delivers.
 """

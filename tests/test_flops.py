@@ -1,4 +1,4 @@
-"""The useful-FLOPs formula (common/flops.py) against torch's own FLOP counter on a real training step."""
+"""The useful-FLOPs formula (measure/flops.py) against torch's own FLOP counter on a real training step."""
 
 import pytest
 import torch
