@@ -45,6 +45,11 @@ REGISTRY = (
         "lora_regex_emb": ("LoRA, regex + modules_to_save embeddings",
                            ("--target_modules", r".*\.1.*query_key_value", "--modules_to_save", "word_embeddings")),
     }),
+    # peft saves a QLoRA adapter as plain LORA: lesson 08 records its own method (and the quantisation) in method.json
+    Lesson("08", "08-chatbot_qlora", "QLORA", {
+        "qlora_nf4": ("QLoRA r=8: NF4 base, double quantisation", ()),
+        "lora_int8": ("LoRA r=8 on an int8 base", ("--quantization", "int8")),
+    }),
 )  # fmt: skip
 
 # lesson number -> folder, in course order
