@@ -61,13 +61,12 @@ def dynamic_map() -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- blockwise absmax quantisation
-def check_block(n: int, blocksize: int) -> None:
+def check_block(blocksize: int) -> None:
+    """Any weight shape fits any block size: the last block may be short (it gets its own absmax)."""
     from common.errors import UserError
 
     if blocksize not in BLOCKS:
         raise UserError(f"block size {blocksize}: bitsandbytes' 4-bit kernels take {', '.join(map(str, BLOCKS))}")
-    if n < blocksize:
-        raise UserError(f"a weight of {n} values is smaller than one block of {blocksize}")
 
 
 def blockwise(
@@ -105,7 +104,7 @@ def quantize_4bit(
     double_quant: the fp32 absmax scales (32 bits per 64 weights = 0.5 bit per weight) are centred on their mean
     and stored as 8-bit dynamic codes in blocks of 256, each block with one fp32 scale: 8/64 + 32/(64*256) =
     0.127 bit per weight."""
-    check_block(w.numel(), blocksize)
+    check_block(blocksize)
     if quant_type == "nf4":
         sorted_levels, to_code = nf4_levels(), torch.arange(16)
     else:
@@ -184,13 +183,19 @@ class Linear8bitByHand(nn.Module):
         self.int8, self.absmax = quantize_int8_rows(linear.weight.data)
         self.bias = linear.bias
 
-    def dequantized(self) -> torch.Tensor:
-        return self.int8.float() * self.absmax.view(-1, 1) * (1 / 127)
+    def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self.int8.to(dtype).mul_(self.absmax.unsqueeze(1).mul(1.0 / 127.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            return nn.functional.linear(x, self.int8.to(x.dtype).mul_(self.absmax.unsqueeze(1).mul(1.0 / 127.0)),
-                                        self.bias)  # fmt: skip
+            return nn.functional.linear(x, self.dequantized(x.dtype), self.bias)
+        out = self.int8_matmul(x.detach())  # rounding has no useful gradient
+        if x.requires_grad:  # the gradient bitsandbytes gives x here: that of x @ dequantized W (value unchanged)
+            exact = nn.functional.linear(x, self.dequantized(x.dtype))
+            out = out + (exact - exact.detach())
+        return out
+
+    def int8_matmul(self, x: torch.Tensor) -> torch.Tensor:
         a = x.reshape(-1, x.shape[-1])
         a16 = a.to(torch.float16)
         outliers = a16.abs() >= self.THRESHOLD
@@ -227,8 +232,8 @@ def by_hand(model: nn.Module, args, tokenizer=None) -> nn.Module:
     from common.lessons import lesson_module
 
     model = lesson_module("05", "from_scratch").by_hand(model, args, tokenizer)
-    compute = getattr(torch, args.compute_dtype or "float32")
-    quantize_model(model, args.quantization, args.double_quant, compute)
+    if next(model.parameters()).device.type != "meta":  # on the meta device (counting only) there are no values
+        quantize_model(model, args.quantization, args.double_quant, getattr(torch, args.compute_dtype or "float32"))
     return model
 
 
@@ -258,7 +263,7 @@ def compare_with_bitsandbytes(hand: nn.Module, reference) -> dict:
         if isinstance(module, Linear8bitByHand):
             scb = bnb.weight.SCB if bnb.weight.SCB is not None else bnb.state.SCB  # moved there after a forward
             codes = torch.equal(module.int8, bnb.weight.data) and torch.equal(module.absmax, scb)
-            dequantized = bnb.weight.data.float() * scb.view(-1, 1) * (1 / 127)
+            dequantized = bnb.weight.data.float().mul_(scb.unsqueeze(1).mul(1.0 / 127.0))
         else:
             qs = bnb.weight.quant_state
             scales = ((module.state["absmax_codes"], module.state["absmax2"], module.state["offset"])

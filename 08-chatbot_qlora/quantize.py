@@ -95,11 +95,16 @@ def record(quantization: str, double_quant: bool, compute_dtype: str) -> dict:
     }
 
 
-def default_device(use_cpu: bool = False) -> str:
-    """Where the quantised weights go: the accelerator when there is one (and --use_cpu is not given), else cpu."""
+def default_device() -> str:
+    """Where the quantised weights go when nothing else says: the accelerator when there is one, else cpu."""
     import torch
 
     accelerator = getattr(torch, "accelerator", None)
-    if use_cpu or accelerator is None or not accelerator.is_available():
-        return "cpu"
-    return str(accelerator.current_accelerator())
+    return accelerator_device() if accelerator is not None and accelerator.is_available() else "cpu"
+
+
+def accelerator_device() -> str:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return getattr(accelerator.current_accelerator() if accelerator else None, "type", "cuda")

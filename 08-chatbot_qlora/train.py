@@ -28,7 +28,7 @@ from common.lessons import lesson_module
 from common.models import load_base_model, load_tokenizer
 from common.parameters import print_trainable_parameters
 from common.results import write_results
-from common.train_args import parse_train_args
+from common.train_args import ACCELERATOR_LAYOUT, default_layout, parse_train_args
 
 LEARNING_RATE = 2e-4  # lesson 05's: the LoRA half is the same
 LORA = lesson_module("05", "train")  # lesson 05's LoRA: its flags and its add_method
@@ -61,7 +61,8 @@ class ScriptArguments(LORA.ScriptArguments):
         """Flags checked before anything is loaded; the device decides the defaults (any flag given wins)."""
         QUANTIZE.require_bitsandbytes()
         QUANTIZE.check_flags(self.quantization, self.double_quant, self.compute_dtype)
-        self.device = QUANTIZE.default_device(training_args.use_cpu)
+        on_accelerator = default_layout(training_args.use_cpu) is ACCELERATOR_LAYOUT  # as the batch layout
+        self.device = QUANTIZE.accelerator_device() if on_accelerator else "cpu"
         if self.compute_dtype is None and self.quantization != "int8":
             self.compute_dtype = COMPUTE_DTYPE[self.device != "cpu"]
         optim = getattr(training_args.optim, "value", training_args.optim)

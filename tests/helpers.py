@@ -32,10 +32,14 @@ COURSE_COUNTS = {
     "lora_qkv": (1_572_864, 1_304_684_544),
     "lora_qkv_dense": (3_538_944, 1_306_650_624),
     "lora_regex_emb": (95_225_856, 1_398_337_536),
+    # peft counts a packed 4-bit byte as two weights and an int8 weight as one: lesson 05's count
+    "qlora_nf4": (1_572_864, 1_304_684_544),
+    "lora_int8": (1_572_864, 1_304_684_544),
 }
 
 # One variant per lesson: the ones `make test-fast` trains; variant_params() marks the others slow
-FAST_VARIANTS = {"01": "bitfit", "02": "prompt_random", "03": "ptuning_mlp", "04": "prefix", "05": "lora_qkv"}
+FAST_VARIANTS = {"01": "bitfit", "02": "prompt_random", "03": "ptuning_mlp", "04": "prefix", "05": "lora_qkv",
+                 "08": "qlora_nf4"}  # fmt: skip
 
 
 def variant_params(names=None) -> list:
