@@ -148,5 +148,6 @@ def print_steps(model: str, rows: list[dict]) -> None:
     fp32 = next(r for r in rows if r["format"] == "fp32")
     for r in rows:
         grown = (r["peak_mb"] - r["before_mb"]) / max(fp32["peak_mb"] - fp32["before_mb"], 1e-9)
+        ratio = r["peak_mb"] / fp32["peak_mb"]
         print(f"| {r['format']} | {r['before_mb']:,.0f} | {r['loaded_mb']:,.0f} | {r['peak_mb']:,.0f} | "
-              f"{r['peak_mb'] / fp32['peak_mb']:.2f} | {grown:.2f} | {r['load_s']:.1f} | {r['step_s']:.1f} |")  # fmt: skip
+              f"{ratio:.2f} | {grown:.2f} | {r['load_s']:.1f} | {r['step_s']:.1f} |")  # fmt: skip
