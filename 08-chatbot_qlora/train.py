@@ -35,7 +35,7 @@ LORA = lesson_module("05", "train")  # lesson 05's LoRA: its flags and its add_m
 QUANTIZE = lesson_module(LESSON_DIR.name, "quantize")  # this lesson's quantize.py: the bitsandbytes side
 METHOD = "QLORA"  # written to method.json: peft saves the adapter as plain LORA, lesson 05's type
 # The source course's GPU recipe (bf16 compute, paged AdamW, gradient checkpointing), and what works on a CPU
-GPU_DEFAULTS = dict(optim="paged_adamw_32bit", gradient_checkpointing=True)
+GPU_DEFAULTS = dict(optim="paged_adamw_32bit", activation_checkpointing=True)
 COMPUTE_DTYPE = {True: "bfloat16", False: "float32"}  # accelerator -> the 4-bit compute dtype
 
 
@@ -61,13 +61,14 @@ class ScriptArguments(LORA.ScriptArguments):
         """Flags checked before anything is loaded; the device decides the defaults (any flag given wins)."""
         QUANTIZE.require_bitsandbytes()
         QUANTIZE.check_flags(self.quantization, self.double_quant, self.compute_dtype)
+        QUANTIZE.refuse_quantized_folder(self.model_name_or_path, f"--quantization {self.quantization}")
         on_accelerator = default_layout(training_args.use_cpu) is ACCELERATOR_LAYOUT  # as the batch layout
         self.device = QUANTIZE.accelerator_device() if on_accelerator else "cpu"
         if self.compute_dtype is None and self.quantization != "int8":
             self.compute_dtype = COMPUTE_DTYPE[self.device != "cpu"]
         optim = getattr(training_args.optim, "value", training_args.optim)
-        checkpointing = "on" if training_args.gradient_checkpointing else "off"
-        self.choice = f"on {self.device}: --optim {optim}, gradient checkpointing {checkpointing}"
+        checkpointing = "on" if training_args.activation_checkpointing else "off"
+        self.choice = f"on {self.device}: --optim {optim}, activation (gradient) checkpointing {checkpointing}"
 
     @classmethod
     def training_defaults(cls, accelerator: bool) -> dict:
@@ -98,7 +99,7 @@ def add_method(model, args: ScriptArguments, tokenizer):
     shown = ", ".join(f"{k} {v}" for k, v in chosen.items() if v is not None)
     print(f"quantised base: {shown}; {getattr(args, 'choice', f'on {device}')}")
     # freezes every weight and casts the unquantised ones (LayerNorms, embeddings) to fp32; gradient
-    # checkpointing is left to the Trainer's --gradient_checkpointing flag (default on for a GPU)
+    # checkpointing is left to the Trainer's --activation_checkpointing flag (default on for a GPU)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return LORA.add_method(model, args, tokenizer)
 
