@@ -68,7 +68,7 @@ class ScriptArguments(LORA.ScriptArguments):
             self.compute_dtype = COMPUTE_DTYPE[self.device != "cpu"]
         optim = getattr(training_args.optim, "value", training_args.optim)
         checkpointing = "on" if training_args.activation_checkpointing else "off"
-        self.choice = f"on {self.device}: --optim {optim}, activation (gradient) checkpointing {checkpointing}"
+        self.choice = f"on {self.device}: --optim {optim}, activation checkpointing {checkpointing}"
 
     @classmethod
     def training_defaults(cls, accelerator: bool) -> dict:
@@ -95,8 +95,9 @@ def add_method(model, args: ScriptArguments, tokenizer):
     model = QUANTIZE.load_quantized(
         name, args.quantization, args.double_quant, compute_dtype, dtype, device, args.trust_remote_code
     )
-    chosen = QUANTIZE.record(args.quantization, args.double_quant, compute_dtype)
-    shown = ", ".join(f"{k} {v}" for k, v in chosen.items() if v is not None)
+    shown = args.quantization
+    if args.quantization != "int8":
+        shown += f", double quantisation {'on' if args.double_quant else 'off'}, compute {compute_dtype}"
     print(f"quantised base: {shown}; {getattr(args, 'choice', f'on {device}')}")
     # freezes every weight and casts the unquantised ones (LayerNorms, embeddings) to fp32; gradient
     # checkpointing is left to the Trainer's --activation_checkpointing flag (default on for a GPU)
