@@ -126,7 +126,7 @@ def test_generation_equals_greedy_reference(variant, trained, base_answers, caps
     assert [r["response"] for r in rows] == reference[:2]
 
 
-@pytest.mark.parametrize("variant", variant_params(["bitfit", "lora_qkv", "lora_regex_emb"]))
+@pytest.mark.parametrize("variant", variant_params(["bitfit", "lora_qkv", "lora_regex_emb", "qlora_nf4"]))
 def test_merged_model_gives_the_same_answer(variant, trained, capsys, tmp_path):
     from transformers import pipeline
 
@@ -216,7 +216,7 @@ def test_bitfit_trains_on_a_bf16_base_under_autocast(tiny_model_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lesson", ["01", "05"])
+@pytest.mark.parametrize("lesson", ["01", "05", "08"])
 def test_cli_end_to_end_as_a_user_runs_it(lesson, tiny_model_dir, overfit_file, tmp_path):
     """train.py, then infer.py --prompt, --input_file and the interactive chat, each in its own process."""
     folder = ROOT / LESSONS[lesson]
