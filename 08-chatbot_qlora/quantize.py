@@ -104,7 +104,11 @@ def default_device() -> str:
 
 
 def accelerator_device() -> str:
+    """This process's accelerator: under torchrun each process quantises onto its own (LOCAL_RANK)."""
+    import os
+
     import torch
 
     accelerator = getattr(torch, "accelerator", None)
-    return getattr(accelerator.current_accelerator() if accelerator else None, "type", "cuda")
+    kind = getattr(accelerator.current_accelerator() if accelerator else None, "type", "cuda")
+    return f"{kind}:{int(os.environ.get('LOCAL_RANK', 0))}"

@@ -171,11 +171,11 @@ def parsed(argv, accelerator: bool, monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "argv, accelerator, expected",
     [
-        ([], True, ("paged_adamw_32bit", True, "bfloat16", "cuda")),  # the source course's GPU recipe
+        ([], True, ("paged_adamw_32bit", True, "bfloat16", "cuda:0")),  # the source course's GPU recipe
         ([], False, ("adamw_torch_fused", False, "float32", "cpu")),  # what works on this CPU
         (["--use_cpu", "true"], True, ("adamw_torch_fused", False, "float32", "cpu")),  # the device the run uses
         (["--optim", "adamw_torch", "--activation_checkpointing", "false", "--compute_dtype", "float16"], True,
-         ("adamw_torch", False, "float16", "cuda")),  # flags given win
+         ("adamw_torch", False, "float16", "cuda:0")),  # flags given win
         (["--activation_checkpointing", "true", "--compute_dtype", "bfloat16"], False,
          ("adamw_torch_fused", True, "bfloat16", "cpu")),
     ],
