@@ -154,7 +154,8 @@ def test_merge_into_the_dequantised_base_keeps_the_trained_function(trained, tmp
     assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     torch.testing.assert_close(probe_logits(merged, tokenizer), unmerged, atol=1e-5, rtol=0)
-    requantised = probe_logits(model.merge_and_unload(), tokenizer)
+    with pytest.warns(UserWarning, match="rounding errors"):  # peft says so itself
+        requantised = probe_logits(model.merge_and_unload(), tokenizer)
     assert (requantised - unmerged).abs().max() > 1e-3
 
 
