@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     print("mean |Δb| per element, trained - base")
     print("layer " + "".join(f"{c:>9}" for c in COLUMNS))
     for i, row in enumerate(rows):
-        print(f"{i:>5} " + "".join(f"{row[c]:>9.4f}" for c in COLUMNS))
+        print(f"{i:>5} " + "".join(f"{row[c]:>9.3f}" for c in COLUMNS))
     means = {c: sum(r[c] for r in rows) / len(rows) for c in COLUMNS}
-    print("mean  " + "".join(f"{means[c]:>9.4f}" for c in COLUMNS))
+    print("mean  " + "".join(f"{means[c]:>9.3f}" for c in COLUMNS))
     print("largest: " + ", ".join(sorted(COLUMNS, key=means.get, reverse=True)[:3]))
 
     plt = pyplot()
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
            title=f"BitFit: mean |Δbias| per element ({Path(args.adapter).name})")  # fmt: skip
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="w", fontsize=8)
+            color = "k" if value > 0.6 * max(map(max, grid)) else "w"
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color=color, fontsize=8)
     fig.colorbar(image, ax=ax)
     save_figure(fig, args.figure)
 

@@ -84,7 +84,10 @@ def only_query_and_mlp_in(model) -> None:
     changing = sum(
         b.self_attention.query_key_value.bias.numel() // 3 + b.mlp.dense_h_to_4h.bias.numel() for b in blocks
     )
-    print(f"of these, {changing:,d} can change: b_q (the query third of query_key_value.bias) and dense_h_to_4h.bias")
+    print(
+        f"of the trainable params below, {changing:,d} can change: b_q (query_key_value.bias, query third) "
+        "and dense_h_to_4h.bias"
+    )
 
 
 def require_biases(model) -> None:

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         for i, row in enumerate(mean):
             print(f"  i={i + 1}: " + " ".join(f"{x:.2f}" for x in row))
 
+    import numpy as np
+
     plt = pyplot()
     pairs = list(itertools.combinations(ranks, 2))
     fig, axes = plt.subplots(1, 1 + len(pairs), figsize=(4 + 3 * len(pairs), 3.4))
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     axes[0].legend(fontsize=7)
     for ax, (small, big) in zip(axes[1:], pairs):
         image = ax.imshow(grids[small, big, "ΔW"], vmin=0, vmax=1, cmap="magma", aspect="auto")
+        for (i, j), value in np.ndenumerate(np.array(grids[small, big, "ΔW"])):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.6 else "k", fontsize=7)
         ax.set(title=f"phi from ΔW: r={small} vs r={big}", xlabel=f"top j of r={big}", ylabel=f"top i of r={small}")
         ax.set(xticks=range(big), xticklabels=range(1, big + 1), yticks=range(small), yticklabels=range(1, small + 1))
     fig.colorbar(image, ax=axes[-1])
