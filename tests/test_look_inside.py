@@ -38,7 +38,7 @@ def test_ia3_q_and_k_vectors_stay_equal(trained, tmp_path, capsys):
 
 
 def test_p_tuning_against_direct_prompts(train_once, trained, tiny_model_dir, tmp_path, capsys):
-    direct = train_once(tiny_model_dir, "prompt_random", ("--learning_rate", "1e-2")).out_dir
+    direct = train_once(tiny_model_dir, "prompt_random", ("--learning_rate", "1e-3")).out_dir
     out = run("03", ["--adapter", str(trained("ptuning_mlp").out_dir), "--prompt_tuning", str(direct)],
               tmp_path, capsys)  # fmt: skip
     assert "prompt tuning (direct)" in out
