@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         positions = [k + (n - 0.5) * width for k in range(len(vectors))]
         axes[1].bar(positions, vectors.norm(dim=-1).numpy(), width=width, label=label)
     axes[1].axhline(vocab_norm, color="gray", linestyle="--", label="vocabulary mean")
-    axes[1].set(title="norm of each virtual-token vector", xlabel="virtual token", yscale="log")
+    axes[1].set(title="norm of each virtual-token vector", xlabel="virtual token", yscale="log", ylim=(0.5, 300))
     axes[1].legend(fontsize=8)
     save_figure(fig, args.figure)
 

@@ -69,7 +69,11 @@ def pyplot():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    for path in font_manager.findSystemFonts():  # a font installed after matplotlib cached its font list
+        if any(name in Path(path).name.lower() for name in ("wqy", "notosanscjk", "sourcehansans")):
+            font_manager.fontManager.addfont(path)
     plt.rcParams["font.sans-serif"] = CJK_FONTS + list(plt.rcParams["font.sans-serif"])
     plt.rcParams["axes.unicode_minus"] = False
     warnings.filterwarnings("ignore", message="(Glyph|findfont)")  # no CJK font installed: boxes, no noise
