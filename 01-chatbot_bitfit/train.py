@@ -63,7 +63,7 @@ def add_method(model, args: ScriptArguments, tokenizer):
         if isinstance(module, nn.LayerNorm) and module.bias is not None:
             module.weight.data = module.weight.data.float()
     require_biases(model)  # Llama, Qwen3: no bias anywhere, a clear error instead of training nothing
-    if args.biases == "query_mlp":
+    if getattr(args, "biases", "all") == "query_mlp":  # callers that build the method alone pass no args
         only_query_and_mlp_in(model)
     return model
 
