@@ -7,6 +7,7 @@ and how close each run gets to the machine's measured matrix-multiply limit.
     python bench.py --gpu-suite              # on one GPU: the full-size architecture in bf16, every lesson
     python bench.py --generation             # + generation tokens/s: base, LoRA, merged LoRA, batched
     python bench.py --memory /tmp/bloom-1b4-random   # + peak RSS while loading the full-size architecture
+    python bench.py --kbit-memory /tmp/bloom-1b4-random   # only: peak RSS of a LoRA step, fp32/nf4/int8 base
 
 Every training run is its own process (its peak memory is its own; "whole process" times include importing
 the libraries and loading the model) on the same rows for the same number of samples at the lesson's learning
@@ -60,6 +61,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="write the full-size architecture with random weights to DIR (once, ~5 GB), "
         "measure peak RSS while loading it",
     )
+    add("--kbit-memory", dest="kbit_memory", metavar="DIR", help="lesson 08's memory mode (measure/kbit_memory.py)")
     add("--seed", type=int, default=42)
     add("--output_dir", help="keep the runs here (default: a temporary folder)")
     args, extra = parser.parse_known_args(argv)
@@ -86,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
             gpu_suite(args, work, extra)
             machine.warn_if_busy(*machine.load_line("after"))
             return
+        if args.kbit_memory:
+            from measure.kbit_memory import kbit_memory
+
+            return kbit_memory(args, work)
         from common.models import load_tokenizer
         from common.tiny_model import build_tiny_model
 

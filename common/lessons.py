@@ -49,6 +49,11 @@ REGISTRY = (
     }),
     Lesson("06", "06-chatbot_ia3", "IA3", {"ia3": ("IA3, peft's default layers", ())}),
     Lesson("07", "07-chatbot_adapters", None, {}),  # several lesson-05 LoRA adapters on one base
+    # peft saves a QLoRA adapter as plain LORA: lesson 08 records its own method (and the quantisation) in method.json
+    Lesson("08", "08-chatbot_qlora", "QLORA", {
+        "qlora_nf4": ("QLoRA r=8: NF4 base, double quantisation", ()),
+        "lora_int8": ("LoRA r=8 on an int8 base", ("--quantization", "int8")),
+    }),
 )  # fmt: skip
 
 # method lesson number -> folder, in course order: the lessons that train, count and compare

@@ -66,6 +66,12 @@ class BaseScriptArguments:
     def check(self, training_args: TrainingArguments) -> None:
         """A lesson overrides this to refuse Trainer flags its method cannot work with."""
 
+    @classmethod
+    def training_defaults(cls, accelerator: bool) -> dict:
+        """A lesson overrides this for Trainer defaults of its own, per device (accelerator or CPU), applied like
+        the batch layout: any flag given on the command line wins."""
+        return {}
+
 
 def parse_train_args(
     script_cls: type[BaseScriptArguments], argv: list[str] | None, lesson_dir: Path, learning_rate: float
@@ -93,8 +99,11 @@ def parse_train_args(
         dataloader_pin_memory=_has_torch_accelerator(),
     )
     script_args, training_args = _parse(parser, argv)
-    if default_layout(training_args.use_cpu) is CPU_LAYOUT:
-        parser.set_defaults(**CPU_LAYOUT)  # parsed again, so a layout flag on the command line still wins
+    accelerator = default_layout(training_args.use_cpu) is ACCELERATOR_LAYOUT
+    method_defaults = script_cls.training_defaults(accelerator)
+    if not accelerator or method_defaults:
+        # parsed again, so a layout flag (or a flag the method defaults) on the command line still wins
+        parser.set_defaults(**({} if accelerator else CPU_LAYOUT), **method_defaults)
         script_args, training_args = _parse(parser, argv)
     check_numbers(script_args, training_args)
     script_args.check(training_args)

@@ -84,7 +84,10 @@ def row_flops(model: nn.Module) -> RowFlops:
             weights = [p for name, p in module.named_parameters() if name.startswith("weight_")]
         flops = 0.0
         for w in weights:
-            flops += 2 * w.numel() * (1 + input_needs_grad + w.requires_grad)
+            # a quantised Linear (bitsandbytes) may store its weight packed; it computes with the whole matrix
+            linear_weight = isinstance(module, nn.Linear) and w is module.weight
+            size = module.in_features * module.out_features if linear_weight else w.numel()
+            flops += 2 * size * (1 + input_needs_grad + w.requires_grad)
         return flops
 
     def hook(module, inputs, _output):

@@ -33,6 +33,9 @@ COURSE_COUNTS = {
     "lora_qkv_dense": (3_538_944, 1_306_650_624),
     "lora_regex_emb": (95_225_856, 1_398_337_536),
     "ia3": (344_064, 1_303_455_744),
+    # peft counts a packed 4-bit byte as two weights and an int8 weight as one: lesson 05's count
+    "qlora_nf4": (1_572_864, 1_304_684_544),
+    "lora_int8": (1_572_864, 1_304_684_544),
 }
 
 # One variant per lesson: the ones `make test-fast` trains; variant_params() marks the others slow
@@ -43,6 +46,7 @@ FAST_VARIANTS = {
     "04": "prefix",
     "05": "lora_qkv",
     "06": "ia3",
+    "08": "qlora_nf4",
 }
 
 

@@ -14,8 +14,8 @@ from helpers import ROOT, lesson_module
 from common.lessons import LESSONS
 
 # held-out exact match each demo must reach: about 80% of what it measured when the README was written (57.9%,
-# 10.8%, 4.2%, 14.2%, 58.3%, 42.1%); P-tuning is held only to beating the base model
-EXACT_MATCH_AT_LEAST = {"01": 0.46, "02": 0.08, "03": 0.0, "04": 0.11, "05": 0.46, "06": 0.34}
+# 10.8%, 4.2%, 14.2%, 58.3%, 42.1%, QLoRA 54.6%); P-tuning is held only to beating the base model
+EXACT_MATCH_AT_LEAST = {"01": 0.46, "02": 0.08, "03": 0.0, "04": 0.11, "05": 0.46, "06": 0.34, "08": 0.44}
 TOLERANCE = 0.03  # of exact match / ROUGE-L between the README and a rerun
 
 

@@ -245,7 +245,7 @@ def test_bad_model_path_is_a_user_error():
 
 
 # the one tiny-model run each lesson README pastes in its from-scratch section
-SHOWN_RUN = ["bitfit", "prompt_text", "ptuning_mlp", "prefix", "lora_regex_emb", "ia3"]
+SHOWN_RUN = ["bitfit", "prompt_text", "ptuning_mlp", "prefix", "lora_regex_emb", "ia3", "qlora_nf4"]
 
 
 @pytest.mark.parametrize("variant", SHOWN_RUN)

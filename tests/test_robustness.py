@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from helpers import ROOT, TRAIN_FLAGS, VARIANTS, fails_cleanly, lesson_module, variant_params
+from helpers import FAST_VARIANTS, ROOT, TRAIN_FLAGS, VARIANTS, fails_cleanly, lesson_module, variant_params
 from safetensors.torch import load_file
 
 from common.lessons import LESSONS
@@ -121,7 +121,7 @@ def other_base(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("other") / "other-bloom", hidden_size=32, n_layer=2, n_head=4)
 
 
-@pytest.mark.parametrize("variant", ["bitfit", "prompt_random", "ptuning_mlp", "prefix", "lora_qkv", "ia3"])
+@pytest.mark.parametrize("variant", list(FAST_VARIANTS.values()))
 def test_infer_with_an_adapter_for_another_base_model(variant, trained, other_base, capsys):
     t = trained(variant)
     argv = ["--adapter", str(t.out_dir), "--model_name_or_path", str(other_base), "--prompt", "x"]

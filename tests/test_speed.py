@@ -7,6 +7,8 @@ import pytest
 import torch
 from helpers import ROOT, initial_model, lesson_module
 
+from common.lessons import LESSONS
+
 # the same 24 rows in the same order for both layouts; rows differ in length, so batches of 8 are padded
 SAME_ORDER = ["--max_steps", "3", "--train_sampling_strategy", "sequential", "--save_strategy", "no",
               "--logging_steps", "1", "--disable_tqdm", "true", "--report_to", "none"]  # fmt: skip
@@ -138,7 +140,7 @@ def test_gpu_suite_code_path_runs_on_cpu(tiny_model_dir, tmp_path):
                      "--eval_rows", "8", "--output_dir", str(tmp_path),
                      "--bf16", "true", "--dtype", "bfloat16", "--use_cpu", "true")  # fmt: skip
     rows = table_rows(text, "| 0")
-    assert len(rows) == 10, text
+    assert len(rows) == 2 * len(LESSONS), text  # every lesson, both layouts
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert "failed" not in row, row
