@@ -44,7 +44,7 @@ def token_text(tokenizer, i) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser(__doc__, "02").parse_args(argv)
+    args = parser(__doc__, "02", questions=True).parse_args(argv)
     model, tokenizer, folder = load_run("02", args.adapter)
     show = lambda i: repr(token_text(tokenizer, i))  # noqa: E731
     vectors, cosine, init = nearest_tokens(model, tokenizer)

@@ -33,7 +33,7 @@ def prefix_mass(model, tokenizer, prompts: list[str]):
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser(__doc__, "04").parse_args(argv)
+    args = parser(__doc__, "04", questions=True).parse_args(argv)
     model, tokenizer, _ = load_run("04", args.adapter)
     everywhere, last = prefix_mass(model, tokenizer, held_out_prompts(args.questions))
     nvt, tokens = model.peft_config["default"].num_virtual_tokens, "all real query positions"

@@ -18,14 +18,15 @@ QUESTIONS = ROOT / "data" / "world" / "qa_test.jsonl"  # the 40 held-out people'
 CJK_FONTS = ["WenQuanYi Micro Hei", "Noto Sans CJK SC", "Source Han Sans SC", "SimHei", "DejaVu Sans"]
 
 
-def parser(doc: str, lesson: str, figure: str = "look_inside.png", runs: str = "") -> argparse.ArgumentParser:
-    """--adapter DIR (a run's output folder) and --figure PNG (default: in the lesson folder); `runs` names
-    extra --adapter folders where a script compares several runs."""
+def parser(doc: str, lesson: str, runs: str = "", questions: bool = False) -> argparse.ArgumentParser:
+    """--adapter DIR (a run's output folder) and --figure PNG (default: look_inside.png in the lesson folder);
+    `runs` describes several --adapter folders where a script compares runs; `questions` adds --questions N."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     nargs = "+" if runs else None
     p.add_argument("--adapter", required=True, nargs=nargs, help=f"a run's output folder{runs}")
-    p.add_argument("--figure", default=str(ROOT / LESSONS[lesson] / figure), help="where to write the PNG")
-    p.add_argument("--questions", type=int, default=24, help="held-out questions to run through the model")
+    p.add_argument("--figure", default=str(ROOT / LESSONS[lesson] / "look_inside.png"), help="where to write the PNG")
+    if questions:
+        p.add_argument("--questions", type=int, default=24, help="held-out questions to run through the model")
     return p
 
 

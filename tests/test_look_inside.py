@@ -8,7 +8,8 @@ from helpers import fails_cleanly, lesson_module
 def run(lesson, argv, tmp_path, capsys) -> str:
     figure = tmp_path / f"inside{lesson}.png"
     capsys.readouterr()
-    lesson_module(lesson, "look_inside").main([*argv, "--figure", str(figure), "--questions", "6"])
+    fewer = ["--questions", "6"] if lesson in ("02", "04") else []  # the scripts that run held-out questions
+    lesson_module(lesson, "look_inside").main([*argv, "--figure", str(figure), *fewer])
     assert figure.stat().st_size > 10_000  # a drawn figure, not an empty file
     return capsys.readouterr().out
 
