@@ -8,12 +8,13 @@ python 01-chatbot_bitfit/train.py --help
 """
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LESSON_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(LESSON_DIR.parent))  # so `common` imports from any working directory
 
+import torch
 from safetensors.torch import save_file
 from torch import nn
 from transformers import set_seed
@@ -35,7 +36,14 @@ BIASES_FILE = "bitfit_biases.safetensors"
 # ---------------------------------------------------------------- 1. config
 @dataclass
 class ScriptArguments(BaseScriptArguments):
-    pass  # BitFit has no knobs: which tensors train is fixed by the method
+    biases: str = field(
+        default="all",
+        metadata={
+            "help": "all: every bias (BitFit). query_mlp: only the query third b_q of query_key_value's bias and the "
+            "MLP's first bias (dense_h_to_4h), the subset of Ben Zaken et al. 2022 §4 (BLOOM's fused layout only).",
+            "choices": ["all", "query_mlp"],
+        },
+    )
 
 
 # ---------------------------------------------------------------- 5. method
@@ -55,7 +63,31 @@ def add_method(model, args: ScriptArguments, tokenizer):
         if isinstance(module, nn.LayerNorm) and module.bias is not None:
             module.weight.data = module.weight.data.float()
     require_biases(model)  # Llama, Qwen3: no bias anywhere, a clear error instead of training nothing
+    if getattr(args, "biases", "all") == "query_mlp":  # callers that build the method alone pass no args
+        only_query_and_mlp_in(model)
     return model
+
+
+def only_query_and_mlp_in(model) -> None:
+    """Train only b_q and the MLP's first bias. BLOOM fuses Q, K and V into one bias laid out (heads, 3, head_dim):
+    the whole tensor stays trainable, and a gradient hook zeroes its K and V parts, so Adam never moves them."""
+    blocks = [m for m in model.modules() if hasattr(m, "self_attention") and hasattr(m, "mlp")]
+    if not blocks or not all(hasattr(b.self_attention, "query_key_value") for b in blocks):
+        raise UserError("--biases query_mlp needs BLOOM's fused query_key_value; use --biases all for this model")
+    keep = {id(b.self_attention.query_key_value.bias) for b in blocks} | {id(b.mlp.dense_h_to_4h.bias) for b in blocks}
+    for param in model.parameters():
+        param.requires_grad = param.requires_grad and id(param) in keep
+    for block in blocks:
+        bias, heads = block.self_attention.query_key_value.bias, block.self_attention.num_heads
+        mask = (torch.arange(3) == 0).view(1, 3, 1).expand(heads, 3, bias.numel() // (3 * heads)).flatten()
+        bias.register_hook(lambda grad, mask=mask.to(bias.dtype): grad * mask)
+    changing = sum(
+        b.self_attention.query_key_value.bias.numel() // 3 + b.mlp.dense_h_to_4h.bias.numel() for b in blocks
+    )
+    print(
+        f"of the trainable params below, {changing:,d} can change: b_q (query_key_value.bias, query third) "
+        "and dense_h_to_4h.bias"
+    )
 
 
 def require_biases(model) -> None:
@@ -73,6 +105,8 @@ def save_method(model, tokenizer, folder: Path) -> None:
     # only the trainable tensors (about 2 MB for bloom-1b4-zh), plus a record of the method, its base model
     # and the weights file, which infer.py reads back
     biases = trainable_state(model)  # every trainable tensor: the biases
+    # --biases query_mlp trains a subset; the file still holds every bias, as infer.py expects
+    biases |= {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if "bias" in n and n not in biases}
     save_file(biases, folder / BIASES_FILE)
     write_method_record(folder, "BITFIT", model, weights=BIASES_FILE, tensors=len(biases))
     tokenizer.save_pretrained(folder)

@@ -12,6 +12,8 @@
     machine      bench: the machine, its load, its measured matmul limit (gemm: the timings)
     flops        useful training FLOPs per row
     precision, generation, memory, gpu_suite: bench's other modes
+    inside       what the lessons' look_inside.py scripts share: load a run, prompts, the figure
 
-Lessons never import this package; it reaches them only through common.lessons (REGISTRY, CONTRACT).
+A lesson's train.py, infer.py and from_scratch.py never import this package; it reaches them only through
+common.lessons (REGISTRY, CONTRACT). Only the optional look_inside.py scripts import measure.inside.
 """

@@ -5,6 +5,8 @@ output block with `$ <command>` lines, like the "看它学会" demos (test_demo.
 own output folder, so an answer never depends on which exercise ran before; here each folder becomes a fresh
 temporary one. What the output block shows must be what the commands print: the `trainable params` lines exactly,
 the loss logs and the evaluator's figures within a tolerance (the last digits depend on the CPU's thread count).
+A section may also train with another lesson's train.py and run a lesson's look_inside.py (its figure goes to a
+temporary file): what look_inside.py prints is compared line by line by `close_printout`.
 """
 
 import ast
@@ -66,9 +68,21 @@ def losses(lines: list[str]) -> list[float]:
     return [float(ast.literal_eval(line)["loss"]) for line in lines if line.startswith("{'loss'")]
 
 
+@pytest.fixture
+def one_thread():
+    """The answers' commands run with OMP_NUM_THREADS=1 (the thread count changes the order of sums, and so the
+    third digit of a loss); run in this process, they get the same single thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("lesson", "section"), exercise_sections())
-def test_exercise_answer_is_what_its_commands_print(lesson, section, tmp_path, tiny_model_dir):
+def test_exercise_answer_is_what_its_commands_print(lesson, section, tmp_path, tiny_model_dir, one_thread):
     from mini_world.evaluate import main as evaluate
 
     folders = {}  # the README's output folder -> a fresh temporary one
@@ -76,10 +90,11 @@ def test_exercise_answer_is_what_its_commands_print(lesson, section, tmp_path, t
     def with_paths(args):
         args = [str(ROOT / a) if a.startswith(("data/", "models/")) else a for a in args]
         args = [str(tiny_model_dir) if a == "tiny-bloom" else a for a in args]
-        for flag in ("--output_dir", "--adapter"):
-            if flag in args:
-                i = args.index(flag) + 1
+        for flag in ("--output_dir", "--adapter", "--prompt_tuning"):
+            i = args.index(flag) + 1 if flag in args else len(args)
+            while i < len(args) and not args[i].startswith("--"):  # look_inside.py takes several --adapter folders
                 args[i] = str(folders.setdefault(args[i], tmp_path / f"out{len(folders)}"))
+                i += 1
         return args
 
     shown = shown_blocks(section)
@@ -89,8 +104,10 @@ def test_exercise_answer_is_what_its_commands_print(lesson, section, tmp_path, t
         command = " ".join(words)  # as the output block shows it, environment variables included
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            if words[start + 1].endswith("/train.py"):
-                lesson_module(lesson, "train").main(with_paths(words[start + 2 :]))
+            if words[start + 1].endswith(("/train.py", "/look_inside.py")):  # this lesson's or another's
+                script, figure = words[start + 1].split("/")[-1][: -len(".py")], ["--figure", str(tmp_path / "f.png")]
+                args = with_paths(words[start + 2 :]) + (figure if script == "look_inside" else [])
+                lesson_module(words[start + 1].split("/")[0], script).main(args)
             elif words[start + 2] == "mini_world.evaluate":
                 evaluate(with_paths(words[start + 3 :]))
             else:
@@ -99,6 +116,9 @@ def test_exercise_answer_is_what_its_commands_print(lesson, section, tmp_path, t
         if command not in shown:
             continue  # run for a later command (e.g. the training before an evaluation), its output not shown
         expected = shown[command]
+        if words[start + 1].endswith("/look_inside.py"):
+            assert close_printout("\n".join(expected), printed.getvalue()), printed.getvalue()
+            continue
         assert [x for x in expected if x.startswith("trainable params")] == [
             x for x in lines if x.startswith("trainable params")
         ]
@@ -124,6 +144,20 @@ def same_printout(expected: str, printed: str) -> bool:
             if not (abs(u) < 1e-4 and abs(v) < 1e-4) and abs(u - v) > 0.05 * max(abs(u), abs(v)):
                 return False
     return True
+
+
+QUOTED = re.compile(r"'[^']*'")
+
+
+def close_printout(expected: str, printed: str) -> bool:
+    """What a look_inside.py printed after training: line by line, the words equal and each number within 5% or
+    0.02 (the third digit of a 300-step run moves with the thread count). Quoted tokens ('是') are not compared:
+    a near tie between two tokens' cosines or logits may swap them."""
+    a, b = (QUOTED.sub("'#'", x).strip().splitlines() for x in (expected, printed))
+    if len(a) != len(b) or any(NUMBER.sub("#", x) != NUMBER.sub("#", y) for x, y in zip(a, b)):
+        return False
+    pairs = [(float(u), float(v)) for x, y in zip(a, b) for u, v in zip(NUMBER.findall(x), NUMBER.findall(y))]
+    return all(abs(u - v) <= max(0.02, 0.05 * max(abs(u), abs(v))) for u, v in pairs)
 
 
 SNIPPET_PAGES = ["docs/unified_view.md", *(f"{folder}/README.md" for folder in LESSONS.values())]
