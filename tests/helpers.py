@@ -155,3 +155,13 @@ def assert_same_loss_and_gradients(result, tolerance: float) -> None:
     for name, p in hand.items():
         assert p.grad is not None and p.grad.abs().max() > 0, name
         assert (p.grad - reference[name].grad).abs().max().item() <= tolerance, name
+
+
+def evaluator_rows(lines: list[str]) -> dict[str, list[float]]:
+    """{'base': [exact match, ROUGE-L, BLEU-4, LM loss], 'trained': [...]} from mini_world.evaluate's table."""
+    rows = {}
+    for line in lines:
+        words = line.split()
+        if words and words[0] in ("base", "trained"):
+            rows[words[0]] = [float(w.rstrip("%")) / (100 if w.endswith("%") else 1) for w in words[1:]]
+    return rows

@@ -9,7 +9,7 @@ import re
 import shlex
 
 import pytest
-from helpers import ROOT, lesson_module
+from helpers import ROOT, evaluator_rows, lesson_module
 
 from common.lessons import LESSONS
 
@@ -51,16 +51,6 @@ def with_paths(args: list[str], out_dir) -> list[str]:
         if flag in args:
             args[args.index(flag) + 1] = str(out_dir)
     return args
-
-
-def table_rows(lines: list[str]) -> dict[str, list[float]]:
-    """{'base': [exact match, ROUGE-L, BLEU-4, LM loss], 'trained': [...]} from the evaluator's table."""
-    rows = {}
-    for line in lines:
-        words = line.split()
-        if words and words[0] in ("base", "trained"):
-            rows[words[0]] = [float(w.rstrip("%")) / (100 if w.endswith("%") else 1) for w in words[1:]]
-    return rows
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +109,7 @@ def test_readme_demo_output_is_what_the_commands_print(lesson, demo_run):
     shown_eval = shown_output(section, "python -m mini_world.evaluate")
     printed = eval_stdout.splitlines()
     assert shown_eval[0] == printed[0]  # how many questions and people
-    shown, rerun = table_rows(shown_eval), table_rows(printed)
+    shown, rerun = evaluator_rows(shown_eval), evaluator_rows(printed)
     assert set(shown) == {"base", "trained"}
     for side in shown:
         assert shown[side][:2] == pytest.approx(rerun[side][:2], abs=TOLERANCE), side

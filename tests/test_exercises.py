@@ -17,7 +17,7 @@ import shlex
 import textwrap
 
 import pytest
-from helpers import ROOT, lesson_module
+from helpers import ROOT, evaluator_rows, lesson_module
 
 from common.lessons import LESSONS
 
@@ -54,13 +54,10 @@ def shown_blocks(section: str) -> dict[str, list[str]]:
 
 def scores(lines: list[str]) -> dict[str, list[float]]:
     """{'base': [...], 'trained': [...], 'forgetting': [...]} from the evaluator's table and forgetting line."""
-    rows = {}
+    rows = evaluator_rows(lines)
     for line in lines:
-        words = line.split()
-        if words and words[0] in ("base", "trained"):
-            rows[words[0]] = [float(w.rstrip("%")) / (100 if w.endswith("%") else 1) for w in words[1:]]
-        elif line.startswith("forgetting"):
-            rows["forgetting"] = [float(words[-1])]
+        if line.startswith("forgetting"):
+            rows["forgetting"] = [float(line.split()[-1])]
     return rows
 
 
