@@ -1,0 +1,189 @@
+"""The experiment's report: report.json (every run's figures) and report.md (tables with mean ± sd, plots)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+from mini_world.wordings import N_TRAIN_PEOPLE
+
+from .experiment import ARMS, DATA_SIZE_ARMS, SCORED_SETS, mean_sd, rate
+from .plots import _pyplot
+
+COLUMNS = {"test_trained_wordings": "new people, trained wordings", "test_new_wordings": "new people, new wordings",
+           "train_people": "training people"}  # fmt: skip
+
+
+def summarise(records: list[dict], best_k: dict[str, int], base: dict) -> dict:
+    """Per arm: the rate grid (seed 0), the picked rate, and mean/sd over seeds at it; per data size the same."""
+    arms, sizes = {}, {}
+    for arm, k in best_k.items():
+        grid = sorted((r for r in records if r["arm"] == arm and r["seed"] == 0 and not r["n_people"]),
+                      key=lambda r: r["k"])  # fmt: skip
+        runs = [r for r in records if r["arm"] == arm and r["k"] == k and not r["n_people"]]
+        ks = [r["k"] for r in grid]
+        arms[arm] = {
+            "label": ARMS[arm].title(), "control_of": ARMS[arm].control_of,
+            "trainable_params": runs[0]["trainable_params"], "learning_rate": rate(k),
+            "grid": [{"learning_rate": r["learning_rate"], "val_exact_match": r["scores"]["val"]["exact_match"]}
+                     for r in grid],
+            "inside_grid": ks[0] < k < ks[-1], "seeds": sorted(r["seed"] for r in runs),
+            **stats(runs, base),
+        }  # fmt: skip
+    for arm in DATA_SIZE_ARMS:
+        if arm not in best_k:
+            continue
+        for n in sorted({r["n_people"] for r in records if r["n_people"]}):
+            runs = [r for r in records if r["arm"] == arm and r["k"] == best_k[arm] and r["n_people"] == n]
+            if runs:
+                sizes.setdefault(arm, {})[n] = {"seeds": len(runs), **stats(runs, base)}
+        sizes.setdefault(arm, {})[N_TRAIN_PEOPLE] = {"seeds": len(arms[arm]["seeds"]),
+                                         **{key: arms[arm][key] for key in (*SCORED_SETS, "forgetting")}}  # fmt: skip
+    return {"arms": arms, "data_size": sizes}
+
+
+def stats(runs: list[dict], base: dict) -> dict:
+    out = {name: mean_sd([r["scores"][name]["exact_match"] for r in runs]) for name in SCORED_SETS}
+    out["forgetting"] = mean_sd([r["lm_loss"] - base["lm_loss"] for r in runs])
+    return out
+
+
+def pm(pair, pct: bool = True) -> str:
+    m, sd = pair
+    return f"{m:.1%} ± {sd:.1%}" if pct else f"{m:+.3f} ± {sd:.3f}"
+
+
+def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) -> Path:
+    import torch
+
+    summary = summarise(records, best_k, base)
+    (out_dir / "report.json").write_text(json.dumps(
+        {"command": args.argv, "max_steps": args.max_steps, "batch_size": args.batch_size, "base": base,
+         "torch_threads_per_run": max(1, (os.cpu_count() or 1) // args.jobs), **summary,
+         "runs": sorted(records, key=lambda r: (r["arm"], r["n_people"], r["k"], r["seed"]))},
+        ensure_ascii=False, indent=1) + "\n", encoding="utf-8")  # fmt: skip
+    arms = sorted(summary["arms"].items(), key=lambda kv: -kv[1]["test_trained_wordings"][0])
+    b = base["scores"]
+    lines = [
+        "# The mini-world experiment: PEFT methods with validation, seeds and spread",
+        "",
+        f"Command: `python experiment.py {shlex.join(args.argv)}`",
+        "",
+        f"Base model `{args.model_name_or_path}`, fine-tuned on `data/world/wordings/train.jsonl` (40 people, every "
+        f"attribute asked in 4 wordings), {args.max_steps} optimizer steps of {args.batch_size} rows per run. "
+        "Each arm's learning rate is picked on 20 validation people (seed 0; validation exact match, then ROUGE-L) "
+        "from a half-decade grid that grows until the best rate has a tried rate on each side; then "
+        f"{len(next(iter(summary['arms'].values()))['seeds'])} seeds run at that rate. Every figure is the mean ± "
+        "sample standard deviation over those seeds; the seeds vary the training (initialisation, data order, "
+        "dropout), not the questions. The questions are 20 test people: with 20 people, two methods whose means "
+        "differ by a few points cannot be told apart even when their seed spread is small.",
+        "",
+        f"Three exact-match columns: **new people, trained wordings** (480 questions about people never asked about "
+        f"in training, in the 4 wordings of training); **new people, new wordings** (240 questions, 2 wordings per "
+        f"attribute that no training row uses); **training people** (240 questions, memorisation). Forgetting: LM "
+        f"loss on held-out biographies minus the base model's ({base['lm_loss']:.3f}); for prompt and prefix "
+        "methods the base weights never change, so it is their interference while loaded.",
+        "",
+        f"Base model without training: {b['test_trained_wordings']['exact_match']:.1%} / "
+        f"{b['test_new_wordings']['exact_match']:.1%} / {b['train_people']['exact_match']:.1%}.",
+        "",
+        f"Runs: {len(records)}, {args.jobs} at a time on {os.cpu_count()} CPU cores, "
+        f"{max(1, (os.cpu_count() or 1) // args.jobs)} torch thread(s) each; torch {torch.__version__}.",
+        "",
+        "## Each method at its validation-picked rate",
+        "",
+        "| arm | trainable | rate | rate inside grid | seeds | validation | " + " | ".join(COLUMNS.values())
+        + " | forgetting |",
+        "|---|---:|---:|:---:|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for _, a in arms:
+        lines.append(
+            f"| {a['label']} | {a['trainable_params']:,d} | {a['learning_rate']:.3g} | "
+            f"{'yes' if a['inside_grid'] else 'no'} | {len(a['seeds'])} | {pm(a['val'])} | "
+            + " | ".join(pm(a[c]) for c in COLUMNS)
+            + f" | {pm(a['forgetting'], pct=False)} |"
+        )
+    lines += ["", "## Equal-budget controls", ""]
+    for _, a in arms:
+        if a["control_of"]:
+            o = summary["arms"].get(a["control_of"])
+            if o:
+                lines.append(f"- {a['label']} ({a['trainable_params']:,d} trainable): "
+                             f"{pm(a['test_trained_wordings'])} / {pm(a['test_new_wordings'])}; against "
+                             f"{o['label']} ({o['trainable_params']:,d}): {pm(o['test_trained_wordings'])} / "
+                             f"{pm(o['test_new_wordings'])} (new people, trained / new wordings).")  # fmt: skip
+    if summary["data_size"]:
+        lines += ["", "## Data size: training people", "",
+                  "Each arm at its rate picked with 40 people, the same number of steps (fewer people: more epochs).",
+                  "", "| arm | people | seeds | " + " | ".join(COLUMNS.values()) + " | forgetting |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for arm, by_n in summary["data_size"].items():
+            for n, s in sorted(by_n.items()):
+                cells = [pm(s[c]) for c in COLUMNS] + [pm(s["forgetting"], pct=False)]
+                lines.append(f"| {ARMS[arm].title()} | {n} | {s['seeds']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Every rate tried (seed 0, validation exact match)", "", "| arm | rate: validation exact match |",
+              "|---|---|"]  # fmt: skip
+    for _, a in arms:
+        cells = ", ".join(f"{'**' if g['learning_rate'] == a['learning_rate'] else ''}{g['learning_rate']:.3g}: "
+                          f"{g['val_exact_match']:.1%}{'**' if g['learning_rate'] == a['learning_rate'] else ''}"
+                          for g in a["grid"])  # fmt: skip
+        lines.append(f"| {a['label']} | {cells} |")
+    lines += [""] + [f"![{p}]({p})" for p in plot(summary, out_dir)] + [""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def plot(summary: dict, out_dir: Path) -> list[str]:
+    plt = _pyplot()
+    arms = sorted(summary["arms"].values(), key=lambda a: a["test_trained_wordings"][0])
+    fig, ax = plt.subplots(figsize=(9, 7))
+    height = 0.27
+    for i, (col, title) in enumerate(COLUMNS.items()):
+        ys = [j + (i - 1) * height for j in range(len(arms))]
+        ax.barh(ys, [a[col][0] for a in arms], height, xerr=[a[col][1] for a in arms], label=title, capsize=2)
+    ax.set_yticks(range(len(arms)), [a["label"] for a in arms], fontsize=7)
+    ax.set(xlabel="exact match (mean ± sd over seeds)", title="Exact match at each method's validation-picked rate")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "exact_match.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for a in arms:
+        (x, xe), (y, ye) = a["forgetting"], a["test_trained_wordings"]
+        ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", capsize=2)
+        ax.annotate(a["label"], (x, y), fontsize=6)
+    ax.set(xlabel="forgetting (LM loss increase on held-out biographies)", ylabel="exact match, new people",
+           title="Exact match against forgetting (mean ± sd over seeds)")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(out_dir / "em_vs_forgetting.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for a in arms:
+        ax.plot([g["learning_rate"] for g in a["grid"]], [g["val_exact_match"] for g in a["grid"]], "o-",
+                label=a["label"])  # fmt: skip
+    ax.set(xscale="log", xlabel="learning rate", ylabel="validation exact match (seed 0)", title="Rate search")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out_dir / "rate_search.png", dpi=100)
+    plt.close(fig)
+    names = ["exact_match.png", "em_vs_forgetting.png", "rate_search.png"]
+    if summary["data_size"]:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for arm, by_n in summary["data_size"].items():
+            ns = sorted(by_n)
+            for col, style in (("test_trained_wordings", "o-"), ("test_new_wordings", "s--")):
+                ax.errorbar(ns, [by_n[n][col][0] for n in ns], yerr=[by_n[n][col][1] for n in ns], fmt=style,
+                            capsize=2, label=f"{ARMS[arm].title()}: {COLUMNS[col]}")  # fmt: skip
+        ax.set(xscale="log", xlabel="training people", ylabel="exact match, new people", title="Data size")
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "data_size.png", dpi=100)
+        plt.close(fig)
+        names.append("data_size.png")
+    return names
