@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python experiment.py --jobs 2      # every arm: ~1 hour on 2 cores; writes
                                                          # docs/mini_world_experiment/report.md
     python experiment.py --arms bitfit lora_qkv --seeds 3 --sizes --output_dir /tmp/exp    # a part of it
+    python experiment.py --table --arms bitfit                # print rows of the written report (no training)
 
 Each arm's learning rate is searched on a half-decade grid, scored on validation people, until the best rate has
 a tried rate on both sides; then more seeds run at that rate; BitFit and LoRA also train on fewer people. Every
@@ -26,6 +27,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="which arms (default: all)")
+    add("--table", action="store_true", help="only print the main table's rows for --arms from the written report")
     add("--seeds", type=int, default=3, help="seeds at each arm's picked rate (seed 0 is the rate search's run)")
     add(
         "--sizes",
@@ -65,6 +67,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     args = parse(argv)
     from measure import experiment_report
+
+    if args.table:
+        print(experiment_report.table(Path(args.output_dir) / "report.json", args.arms))
+        return Path(args.output_dir) / "report.json"
     from measure.experiment import Experiment
     from measure.process import run_in_process
 

@@ -55,6 +55,31 @@ def pm(pair, pct: bool = True) -> str:
     return f"{m:.1%} ± {sd:.1%}" if pct else f"{m:+.3f} ± {sd:.3f}"
 
 
+def arm_table(arms: list[dict]) -> list[str]:
+    """The markdown table of arms at their picked rates: report.md's main table, and `experiment.py --table`."""
+    lines = ["| arm | trainable | rate | rate inside grid | seeds | validation | " + " | ".join(COLUMNS.values())
+             + " | forgetting |", "|---|---:|---:|:---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for a in arms:
+        cells = [a["label"], f"{a['trainable_params']:,d}", f"{a['learning_rate']:.3g}",
+                 "yes" if a["inside_grid"] else "no", str(len(a["seeds"])), pm(a["val"]),
+                 *(pm(a[c]) for c in COLUMNS), pm(a["forgetting"], pct=False)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def table(report_file: Path, names: list[str]) -> str:
+    """`experiment.py --table`: the main table's rows for `names`, read from a written report.json."""
+    from common.errors import UserError
+
+    if not report_file.is_file():
+        raise UserError(f"{report_file}: no report yet; run experiment.py without --table first")
+    arms = json.loads(report_file.read_text(encoding="utf-8"))["arms"]
+    missing = [n for n in names if n not in arms]
+    if missing:
+        raise UserError(f"{report_file} has no run of {', '.join(missing)}")
+    return "\n".join(arm_table([arms[n] for n in names]))
+
+
 def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) -> Path:
     import torch
 
@@ -94,17 +119,8 @@ def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) ->
         "",
         "## Each method at its validation-picked rate",
         "",
-        "| arm | trainable | rate | rate inside grid | seeds | validation | " + " | ".join(COLUMNS.values())
-        + " | forgetting |",
-        "|---|---:|---:|:---:|---:|---:|---:|---:|---:|---:|",
-    ]  # fmt: skip
-    for _, a in arms:
-        lines.append(
-            f"| {a['label']} | {a['trainable_params']:,d} | {a['learning_rate']:.3g} | "
-            f"{'yes' if a['inside_grid'] else 'no'} | {len(a['seeds'])} | {pm(a['val'])} | "
-            + " | ".join(pm(a[c]) for c in COLUMNS)
-            + f" | {pm(a['forgetting'], pct=False)} |"
-        )
+        *arm_table([a for _, a in arms]),
+    ]
     lines += ["", "## Equal-budget controls", ""]
     for _, a in arms:
         if a["control_of"]:

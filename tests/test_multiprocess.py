@@ -32,7 +32,8 @@ FLAGS = [
 ]  # fmt: skip
 NO_DROPOUT = ["--lora_dropout", "0"]  # one process draws other dropout masks than two: equal only without
 # one variant per lesson for DeepSpeed: the ones with the most to gather (encoders, a trained embedding copy)
-ZERO_VARIANTS = {"01": "bitfit", "02": "prompt_text", "03": "ptuning_lstm", "04": "prefix_proj", "05": "lora_regex_emb"}
+ZERO_VARIANTS = {"01": "bitfit", "02": "prompt_text", "03": "ptuning_lstm", "04": "prefix_proj", "05": "lora_regex_emb",
+                 "06": "ia3"}  # fmt: skip
 ARTIFACT = {"01": "bitfit_biases.safetensors"}  # the other lessons save peft's adapter_model.safetensors
 
 

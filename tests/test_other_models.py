@@ -14,7 +14,7 @@ PROMPTS = [PROBE[0], "你好", PROBE[1]]  # different lengths, so a batch is lef
 ARCHS = ("qwen2", "qwen3", "llama")
 # the course variants that apply to every architecture (lora_qkv's flags are empty: peft's default targets);
 # lora_qkv_dense and lora_regex_emb name BLOOM's modules
-GENERIC = ["prompt_text", "prompt_random", "ptuning_mlp", "ptuning_lstm", "prefix", "prefix_proj", "lora_qkv"]
+GENERIC = ["prompt_text", "prompt_random", "ptuning_mlp", "ptuning_lstm", "prefix", "prefix_proj", "lora_qkv", "ia3"]
 # one case per architecture stays in `make test-fast`; GQA's prefix and LoRA's default targets among them
 FAST = {("qwen2", "prefix"), ("qwen3", "lora_qkv"), ("llama", "prompt_text")}
 
@@ -145,10 +145,13 @@ def test_hand_derivations_of_the_gqa_prefix_and_the_bias_count(other_real_archit
     for name, folder in other_real_architecture_dirs.items():
         c = OTHER_REAL_CONFIGS[name]
         head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
-        rows = {r["variant"]: r for r in count_variants(str(folder), ["bitfit", "prefix"])}
+        rows = {r["variant"]: r for r in count_variants(str(folder), ["bitfit", "prefix", "ia3"])}
         assert (
             rows["prefix"]["trainable_params"] == 2 * c["num_hidden_layers"] * 10 * c["num_key_value_heads"] * head_dim
         )
+        # IA3 on Qwen: one vector on q_proj's and v_proj's outputs and on down_proj's input, per layer
+        per_layer = (c["num_attention_heads"] + c["num_key_value_heads"]) * head_dim + c["intermediate_size"]
+        assert rows["ia3"]["trainable_params"] == c["num_hidden_layers"] * per_layer
         if c["model_type"] == "qwen2":  # q has heads x head_dim biases, k and v kv_heads x head_dim each
             per_layer = (c["num_attention_heads"] + 2 * c["num_key_value_heads"]) * head_dim
             assert rows["bitfit"]["trainable_params"] == c["num_hidden_layers"] * per_layer == 27_648
