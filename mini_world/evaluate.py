@@ -56,6 +56,35 @@ def evaluate(
     return result
 
 
+def evaluate_wordings(adapter: str, held_out_bios: str) -> dict:
+    """Base model and adapter on the question sets of mini_world.wordings (experiment.py's scoring)."""
+    from common.artifacts import artifact_base, resolve_adapter
+    from common.models import load_base_model
+    from measure.experiment import score_all
+
+    from .wordings import WORDINGS_DIR
+
+    folder = Path(adapter)
+    folder = folder / "adapter" if (folder / "adapter").is_dir() else folder
+    infer, lesson = lesson_infer(folder)
+    folder = resolve_adapter(str(folder), ROOT / lesson, infer.METHOD)
+    model, tokenizer = infer.load_for_inference(str(folder))
+    base = load_base_model(artifact_base(folder))
+    return {"lesson": lesson, "adapter": str(folder), "base": score_all(base, tokenizer, held_out_bios, WORDINGS_DIR),
+            "trained": score_all(model, tokenizer, held_out_bios, WORDINGS_DIR)}  # fmt: skip
+
+
+def wordings_report(result: dict) -> str:
+    from measure.experiment_report import COLUMNS
+
+    lines = ["exact match" + "".join(f"{title:>30}" for title in COLUMNS.values())]
+    for side in ("base", "trained"):
+        lines.append(f"{side:11}" + "".join(f"{result[side]['scores'][c]['exact_match']:>30.1%}" for c in COLUMNS))
+    forgetting = result["trained"]["lm_loss"] - result["base"]["lm_loss"]
+    lines.append(f"forgetting (LM loss on held-out biographies, trained - base): {forgetting:+.3f}")
+    return "\n".join(lines)
+
+
 def report(result: dict, rows: list[dict], examples: int) -> str:
     lines = [
         f"{result['questions']} questions about {result['people']} people never seen in question form",
@@ -81,12 +110,20 @@ def main(argv: list[str] | None = None) -> dict:
                         help="longest answer in tokens; lesson 07's full-sentence answers need 24")  # fmt: skip
     parser.add_argument("--examples", type=int, default=4, help="questions to show with both answers")
     parser.add_argument("--json", help="also write the full result (all answers) to this file")
+    parser.add_argument("--wordings", action="store_true",
+                        help="score on data/world/wordings instead (new people in trained and in new wordings, "
+                        "and the training people: experiment.py's three columns); for adapters trained on its "
+                        "train.jsonl")  # fmt: skip
     args = parser.parse_args(argv)
     for path in (args.questions, args.held_out_bios):
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file (python -m mini_world.generate writes the world)")
-    result = evaluate(args.adapter, args.questions, args.held_out_bios, max_new_tokens=args.max_new_tokens)
-    print(report(result, read_jsonl(Path(args.questions)), args.examples))
+    if args.wordings:
+        result = evaluate_wordings(args.adapter, args.held_out_bios)
+        print(wordings_report(result))
+    else:
+        result = evaluate(args.adapter, args.questions, args.held_out_bios, max_new_tokens=args.max_new_tokens)
+        print(report(result, read_jsonl(Path(args.questions)), args.examples))
     if args.json:
         Path(args.json).write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     return result

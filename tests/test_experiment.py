@@ -8,6 +8,7 @@ import sys
 import pytest
 from helpers import ROOT
 
+from common.lessons import VARIANTS
 from measure.experiment import ARMS, grid_extension, mean_sd, pick, rate, selection_key
 from mini_world.wordings import SETS, WORDINGS_DIR
 
@@ -66,7 +67,8 @@ def test_experiment_runs_reports_and_reuses_finished_runs(tmp_path):
     out = tmp_path / "exp"
     argv = [sys.executable, str(ROOT / "experiment.py"), "--model_name_or_path", str(ROOT / "tiny-bloom"),
             "--arms", "bitfit", "--seeds", "2", "--sizes", "1", "--max_points", "3", "--max_steps", "2",
-            "--jobs", "1", "--questions_dir", str(questions), "--held_out_text", str(bios), "--output_dir", str(out)]  # fmt: skip
+            "--jobs", "1", "--questions_dir", str(questions), "--held_out_text", str(bios),
+            "--output_dir", str(out)]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -90,3 +92,26 @@ def test_bad_input_is_one_error_line_and_exit_2(flags, message, tmp_path):
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2 and message in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def lesson_arms(lesson: str) -> list[str]:
+    return [name for name, arm in ARMS.items() if VARIANTS[arm.variant].lesson == lesson]
+
+
+@pytest.mark.parametrize("lesson", sorted({VARIANTS[arm.variant].lesson for arm in ARMS.values()}))
+def test_each_lesson_shows_its_arms_exactly_as_the_report_prints_them(lesson):
+    """A lesson's experiment block is `experiment.py --table --arms <its arms>` and what that prints."""
+    import re
+    import shlex
+
+    from common.lessons import LESSONS
+    from measure.experiment_report import table
+
+    text = (ROOT / LESSONS[lesson] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- experiment:start -->(.*?)<!-- experiment:end -->", text, re.S)
+    assert block, f"{LESSONS[lesson]}/README.md has no experiment block"
+    lines = block.group(1).strip().strip("`").strip().splitlines()
+    command = shlex.split(lines[0].removeprefix("$ "))
+    assert command[:4] == ["python", "experiment.py", "--table", "--arms"]
+    assert set(command[4:]) == set(lesson_arms(lesson)), "the block must show every arm of the lesson"
+    assert "\n".join(lines[1:]).strip() == table(REPORT, command[4:])

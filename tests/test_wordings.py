@@ -27,8 +27,9 @@ def test_new_wordings_are_in_no_training_row_and_the_first_trained_wording_is_qa
     assert not trained & new and len(new) == 2 * len(ATTRIBUTES)
     for key in ATTRIBUTES:
         assert WORDINGS[key][0][0] == QUESTIONS[key]
-        assert sum(opens_like_biography(w, key) for w in WORDINGS[key][0]) <= 1, f"{key}: most trained wordings " \
-            "must not open like a biography sentence"
+        assert sum(opens_like_biography(w, key) for w in WORDINGS[key][0]) <= 1, (
+            f"{key}: most trained wordings must not open like a biography sentence"
+        )
 
 
 def test_every_wording_is_one_known_token_per_character():
