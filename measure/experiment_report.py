@@ -25,7 +25,7 @@ def summarise(records: list[dict], best_k: dict[str, int], base: dict) -> dict:
         runs = [r for r in records if r["arm"] == arm and r["k"] == k and not r["n_people"]]
         ks = [r["k"] for r in grid]
         arms[arm] = {
-            "label": ARMS[arm].title(), "control_of": ARMS[arm].control_of,
+            "name": arm, "label": ARMS[arm].title(), "control_of": ARMS[arm].control_of,
             "trainable_params": runs[0]["trainable_params"], "learning_rate": rate(k),
             "grid": [{"learning_rate": r["learning_rate"], "val_exact_match": r["scores"]["val"]["exact_match"]}
                      for r in grid],
@@ -171,7 +171,7 @@ def plot(summary: dict, out_dir: Path) -> list[str]:
     for a in arms:
         (x, xe), (y, ye) = a["forgetting"], a["test_trained_wordings"]
         ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", capsize=2)
-        ax.annotate(a["label"], (x, y), fontsize=6)
+        ax.annotate(a["name"], (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set(xlabel="forgetting (LM loss increase on held-out biographies)", ylabel="exact match, new people",
            title="Exact match against forgetting (mean ± sd over seeds)")  # fmt: skip
     fig.tight_layout()
