@@ -8,8 +8,10 @@
     OMP_NUM_THREADS=1 python compare.py --train --model_name_or_path models/mini-bloom-zh \
         --dataset data/world/qa_train.jsonl --eval_dataset data/world/qa_test.jsonl \
         --held_out_text data/world/bios_held_out.jsonl --lr_factors 0.3 1 3 10 30 --max_steps 300 --jobs 2 \
-        --output_dir docs/mini_world_report --per_device_train_batch_size 8 --gradient_accumulation_steps 1
-                                          # the mini world: a learning-rate sweep scored on held-out people
+        --output_dir mini_world_sweep --per_device_train_batch_size 8 --gradient_accumulation_steps 1
+                                          # the mini world: a quick learning-rate sweep scored on held-out
+                                          # people (one seed, rates judged on the test questions; the
+                                          # course's comparison is experiment.py)
 
 Unknown flags are passed on to every train.py (e.g. --bf16, --per_device_train_batch_size 4). Each run writes
 its figures to its results file (results.json), which is what the report reads. The code lives in the measure/
