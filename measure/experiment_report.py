@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 
@@ -86,10 +85,12 @@ def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) ->
     summary = summarise(records, best_k, base)
     (out_dir / "report.json").write_text(json.dumps(
         {"command": args.argv, "max_steps": args.max_steps, "batch_size": args.batch_size, "base": base,
-         "torch_threads_per_run": max(1, (os.cpu_count() or 1) // args.jobs), **summary,
+         "jobs": args.jobs, "run_wall_time_s_sum": round(sum(r["wall_time_s"] for r in records)), **summary,
          "runs": sorted(records, key=lambda r: (r["arm"], r["n_people"], r["k"], r["seed"]))},
         ensure_ascii=False, indent=1) + "\n", encoding="utf-8")  # fmt: skip
     arms = sorted(summary["arms"].items(), key=lambda kv: -kv[1]["test_trained_wordings"][0])
+    run_seconds = sum(r["wall_time_s"] for r in records)
+    jobs = args.jobs
     b = base["scores"]
     lines = [
         "# The mini-world experiment: PEFT methods with validation, seeds and spread",
@@ -99,23 +100,29 @@ def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) ->
         f"Base model `{args.model_name_or_path}`, fine-tuned on `data/world/wordings/train.jsonl` (40 people, every "
         f"attribute asked in 4 wordings), {args.max_steps} optimizer steps of {args.batch_size} rows per run. "
         "Each arm's learning rate is picked on 20 validation people (seed 0; validation exact match, then ROUGE-L) "
-        "from a half-decade grid that grows until the best rate has a tried rate on each side; then "
-        f"{len(next(iter(summary['arms'].values()))['seeds'])} seeds run at that rate. Every figure is the mean ± "
-        "sample standard deviation over those seeds; the seeds vary the training (initialisation, data order, "
-        "dropout), not the questions. The questions are 20 test people: with 20 people, two methods whose means "
-        "differ by a few points cannot be told apart even when their seed spread is small.",
+        "from a half-decade grid that grows until the best rate has a tried rate on each side; seeds 1 and up then "
+        "run at that rate, and seed 0's run counts as the first seed (so the validation column is slightly "
+        "optimistic: seed 0 picked the rate). Every figure is the mean ± sample standard deviation over the seeds. "
+        "A seed changes the data order; where a method starts from random values (LoRA's A, random-init prompts, "
+        "P-tuning's encoder, prefix vectors) also that start, and for LoRA its dropout. BitFit, IA3 and text-init "
+        "prompts start from fixed values: for them only the data order changes. Seeds do not change the questions: "
+        "with 20 test "
+        "people, the sd leaves out which people were asked. Read a difference as real only when it is larger than "
+        "the two sds added together and larger than about 5 points.",
         "",
         f"Three exact-match columns: **new people, trained wordings** (480 questions about people never asked about "
-        f"in training, in the 4 wordings of training); **new people, new wordings** (240 questions, 2 wordings per "
-        f"attribute that no training row uses); **training people** (240 questions, memorisation). Forgetting: LM "
-        f"loss on held-out biographies minus the base model's ({base['lm_loss']:.3f}); for prompt and prefix "
-        "methods the base weights never change, so it is their interference while loaded.",
+        f"in training, in the 4 wordings of training); **new people, new wordings** (240 questions, the 2 wordings "
+        f"per attribute that no training row uses, 12 in all); **training people** (240 questions, memorisation). "
+        f"Forgetting: LM loss on held-out biographies minus the base model's ({base['lm_loss']:.3f}), with the "
+        "adapter loaded. Only BitFit changes base weights; for the others, unloading the adapter gives the base "
+        "model back, so this is interference while loaded (or after merging).",
         "",
         f"Base model without training: {b['test_trained_wordings']['exact_match']:.1%} / "
         f"{b['test_new_wordings']['exact_match']:.1%} / {b['train_people']['exact_match']:.1%}.",
         "",
-        f"Runs: {len(records)}, {args.jobs} at a time on {os.cpu_count()} CPU cores, "
-        f"{max(1, (os.cpu_count() or 1) // args.jobs)} torch thread(s) each; torch {torch.__version__}.",
+        f"Runs: {len(records)}; the sum of their wall times is {run_seconds / 60:.0f} minutes, and they ran "
+        f"{jobs} at a time (`--jobs`), so the experiment took about {run_seconds / 60 / jobs:.0f} minutes. torch "
+        f"{torch.__version__}. Rerunning the command reuses every run's record and scores only the base model again.",
         "",
         "## Each method at its validation-picked rate",
         "",
@@ -132,7 +139,8 @@ def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) ->
                              f"{pm(o['test_new_wordings'])} (new people, trained / new wordings).")  # fmt: skip
     if summary["data_size"]:
         lines += ["", "## Data size: training people", "",
-                  "Each arm at its rate picked with 40 people, the same number of steps (fewer people: more epochs).",
+                  "Each arm at its rate picked with 40 people, the same number of steps (fewer people: more epochs). "
+                  "N people are the first N of the training file, the same N people for every seed.",
                   "", "| arm | people | seeds | " + " | ".join(COLUMNS.values()) + " | forgetting |",
                   "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for arm, by_n in summary["data_size"].items():
