@@ -26,7 +26,14 @@ from mini_world.wordings import WORDINGS_DIR
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="which arms (default: all)")
+    add(
+        "--arms",
+        nargs="+",
+        choices=list(ARMS),
+        default=list(ARMS),
+        metavar="ARM",
+        help=f"which arms (default: all): {', '.join(ARMS)}",
+    )
     add("--table", action="store_true", help="only print the main table's rows for --arms from the written report")
     add("--seeds", type=int, default=3, help="seeds at each arm's picked rate (seed 0 is the rate search's run)")
     add(
