@@ -99,10 +99,12 @@ def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) ->
         "",
         f"Base model `{args.model_name_or_path}`, fine-tuned on `data/world/wordings/train.jsonl` (40 people, every "
         f"attribute asked in 4 wordings), {args.max_steps} optimizer steps of {args.batch_size} rows per run. "
-        "Each arm's learning rate is picked on 20 validation people (seed 0; validation exact match, then ROUGE-L) "
+        "Each arm's learning rate is picked on 20 validation people (seed 0; validation exact match, then ROUGE-L, "
+        "then the lower rate) "
         "from a half-decade grid that grows until the best rate has a tried rate on each side; seeds 1 and up then "
         "run at that rate, and seed 0's run counts as the first seed (so the validation column is slightly "
-        "optimistic: seed 0 picked the rate). Every figure is the mean ± sample standard deviation over the seeds. "
+        "optimistic: seed 0 picked the rate). Every figure is the mean ± sample standard deviation over the seeds, "
+        "except the rate table (seed 0 only). "
         "A seed changes the data order; where a method starts from random values (LoRA's A, random-init prompts, "
         "P-tuning's encoder, prefix vectors) also that start, and for LoRA its dropout. BitFit, IA3 and text-init "
         "prompts start from fixed values: for them only the data order changes. Seeds do not change the questions: "
@@ -110,18 +112,22 @@ def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) ->
         "people, the sd leaves out which people were asked. Read a difference as real only when it is larger than "
         "the two sds added together and larger than about 5 points.",
         "",
-        f"Three exact-match columns: **new people, trained wordings** (480 questions about people never asked about "
+        "Besides validation, three exact-match columns: **new people, trained wordings** (480 questions about "
+        "people never asked about "
         f"in training, in the 4 wordings of training); **new people, new wordings** (240 questions, the 2 wordings "
         f"per attribute that no training row uses, 12 in all); **training people** (240 questions, memorisation). "
         f"Forgetting: LM loss on held-out biographies minus the base model's ({base['lm_loss']:.3f}), with the "
         "adapter loaded. Only BitFit changes base weights; for the others, unloading the adapter gives the base "
-        "model back, so this is interference while loaded (or after merging).",
+        "model back, so this is interference while loaded (or after merging). For the int8 and NF4 arms it also "
+        "holds what quantising the base costs: the base figure is the fp32 model's, the quantised base alone was "
+        "not scored.",
         "",
         f"Base model without training: {b['test_trained_wordings']['exact_match']:.1%} / "
         f"{b['test_new_wordings']['exact_match']:.1%} / {b['train_people']['exact_match']:.1%}.",
         "",
         f"Runs: {len(records)}; the sum of their wall times is {run_seconds / 60:.0f} minutes, and they ran "
-        f"{jobs} at a time (`--jobs`), so the experiment took about {run_seconds / 60 / jobs:.0f} minutes. torch "
+        f"{jobs} at a time (`--jobs`), so the experiment took at least {run_seconds / 60 / jobs:.0f} minutes (each "
+        f"round waits for its last run). torch "
         f"{torch.__version__}. Rerunning the command reuses every run's record and scores only the base model again.",
         "",
         "## Each method at its validation-picked rate",
@@ -140,7 +146,9 @@ def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) ->
     if summary["data_size"]:
         lines += ["", "## Data size: training people", "",
                   "Each arm at its rate picked with 40 people, the same number of steps (fewer people: more epochs). "
-                  "N people are the first N of the training file, the same N people for every seed.",
+                  "N people are the first N of the training file, the same N people for every seed. The 'training "
+                  "people' column always asks the 40 people of the full file: below 40 it includes people that run "
+                  "never trained on.",
                   "", "| arm | people | seeds | " + " | ".join(COLUMNS.values()) + " | forgetting |",
                   "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for arm, by_n in summary["data_size"].items():
