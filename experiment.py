@@ -1,6 +1,6 @@
 """The mini-world comparison as an experiment: rates picked on validation people, several seeds, controls.
 
-    OMP_NUM_THREADS=1 python experiment.py --jobs 2      # every arm: ~36 minutes on 2 cores; writes
+    OMP_NUM_THREADS=1 python experiment.py --jobs 2      # every arm: 36+ minutes on 2 cores; writes
                                                          # docs/mini_world_experiment/report.md
     python experiment.py --arms bitfit lora_qkv --seeds 3 --sizes --output_dir /tmp/exp    # a part of it
     python experiment.py --table --arms bitfit                # print rows of the written report (no training)
