@@ -155,17 +155,22 @@ class Experiment:
         self.records: list[dict] = []
 
     def data_file(self, n_people: int) -> Path:
+        """The training file of a run: the full one, or the subset `write_subsets` wrote for `n_people`."""
+        if not n_people:
+            return Path(self.args.questions_dir) / "train.jsonl"
+        return self.out_dir / "data" / f"train_{n_people}_people.jsonl"
+
+    def write_subsets(self, sizes: list[int]) -> None:
+        """Each data-size training file, written once before any run reads it (runs go in parallel)."""
         from mini_world.generate import read_jsonl
         from mini_world.wordings import people_subset
 
-        full = Path(self.args.questions_dir) / "train.jsonl"
-        if not n_people:
-            return full
-        path = self.out_dir / "data" / f"train_{n_people}_people.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = people_subset(read_jsonl(full), n_people)
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        return path
+        full = read_jsonl(self.data_file(0))
+        for n in sizes:
+            path = self.data_file(n)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = people_subset(full, n)
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
     def run_one(self, job: tuple, tag: str) -> dict:
         arm_name, k, seed, n_people = job
@@ -195,7 +200,6 @@ class Experiment:
 
     def run(self, jobs: list[tuple], stage: str) -> list[dict]:
         """The records of `jobs`, run `args.jobs` at a time; progress on stderr."""
-        done = []
 
         def one(item):
             i, job = item
@@ -226,6 +230,7 @@ class Experiment:
 
     def run_all(self, arms: list[str], seeds: int, sizes: list[int]) -> dict:
         best = self.search_rates(arms)
+        self.write_subsets(sizes)
         jobs = [(arm, best[arm]["k"], s, 0) for arm in arms for s in range(1, seeds)]
         jobs += [(arm, best[arm]["k"], s, n) for arm in DATA_SIZE_ARMS if arm in arms for n in sizes
                  for s in range(seeds)]  # fmt: skip

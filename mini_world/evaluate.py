@@ -31,21 +31,27 @@ def lesson_infer(folder: Path):
     return lesson_module(lesson, "infer"), LESSONS[lesson]
 
 
-def evaluate(
-    adapter: str, questions: str, held_out_bios: str, batch_size: int = 64, max_new_tokens: int = ANSWER_TOKENS
-) -> dict:
+def load_adapter(adapter: str):
+    """(lesson folder name, adapter folder, model, tokenizer, base model) for a lesson's output or adapter/ folder."""
     from common.artifacts import artifact_base, resolve_adapter
     from common.models import load_base_model
-    from measure.scoring import score_model
 
     folder = Path(adapter)
     folder = folder / "adapter" if (folder / "adapter").is_dir() else folder
     infer, lesson = lesson_infer(folder)
     folder = resolve_adapter(str(folder), ROOT / lesson, infer.METHOD)
+    model, tokenizer = infer.load_for_inference(str(folder))
+    return lesson, folder, model, tokenizer, load_base_model(artifact_base(folder)).eval()
+
+
+def evaluate(
+    adapter: str, questions: str, held_out_bios: str, batch_size: int = 64, max_new_tokens: int = ANSWER_TOKENS
+) -> dict:
+    from measure.scoring import score_model
+
+    lesson, folder, model, tokenizer, base = load_adapter(adapter)
     rows = read_jsonl(Path(questions))
     bios = [r["text"] for r in read_jsonl(Path(held_out_bios))]
-    model, tokenizer = infer.load_for_inference(str(folder))
-    base = load_base_model(artifact_base(folder)).eval()
     result = {"lesson": lesson, "adapter": str(folder), "questions": len(rows),
               "people": len({r.get("name", r["instruction"]) for r in rows})}  # fmt: skip
     for side, m in (("base", base), ("trained", model)):  # the one scorer compare.py uses too
@@ -58,18 +64,11 @@ def evaluate(
 
 def evaluate_wordings(adapter: str, held_out_bios: str) -> dict:
     """Base model and adapter on the question sets of mini_world.wordings (experiment.py's scoring)."""
-    from common.artifacts import artifact_base, resolve_adapter
-    from common.models import load_base_model
     from measure.experiment import score_all
 
     from .wordings import WORDINGS_DIR
 
-    folder = Path(adapter)
-    folder = folder / "adapter" if (folder / "adapter").is_dir() else folder
-    infer, lesson = lesson_infer(folder)
-    folder = resolve_adapter(str(folder), ROOT / lesson, infer.METHOD)
-    model, tokenizer = infer.load_for_inference(str(folder))
-    base = load_base_model(artifact_base(folder))
+    lesson, folder, model, tokenizer, base = load_adapter(adapter)
     return {"lesson": lesson, "adapter": str(folder), "base": score_all(base, tokenizer, held_out_bios, WORDINGS_DIR),
             "trained": score_all(model, tokenizer, held_out_bios, WORDINGS_DIR)}  # fmt: skip
 
