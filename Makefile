@@ -3,6 +3,8 @@
 PYTHON ?= python
 # the core behaviour in about two minutes: counts, training, reload, generate == greedy reference, bad inputs
 FAST = not slow and not multiprocess and not browser
+# pytest-xdist workers; tests/conftest.py gives each one torch thread, so JOBS = the number of cores
+JOBS ?= 2
 
 .PHONY: lint format test-fast test
 
@@ -15,7 +17,7 @@ format:
 	ruff format .
 
 test-fast:
-	$(PYTHON) -m pytest -q -m "$(FAST)"
+	$(PYTHON) -m pytest -q -n $(JOBS) -m "$(FAST)"
 
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n $(JOBS)

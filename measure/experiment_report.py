@@ -103,14 +103,17 @@ def write(records: list[dict], best_k: dict, base: dict, out_dir: Path, args) ->
         "then the lower rate) "
         "from a half-decade grid that grows until the best rate has a tried rate on each side; seeds 1 and up then "
         "run at that rate, and seed 0's run counts as the first seed (so the validation column is slightly "
-        "optimistic: seed 0 picked the rate). Every figure is the mean ± sample standard deviation over the seeds, "
+        "optimistic: seed 0 picked the rate; the test columns carry a smaller part of that bias, since a run that "
+        "did well on validation people tends to do well on test people too). Every figure is the mean ± sample "
+        "standard deviation over the seeds, "
         "except the rate table (seed 0 only). "
         "A seed changes the data order; where a method starts from random values (LoRA's A, random-init prompts, "
         "P-tuning's encoder, prefix vectors) also that start, and for LoRA its dropout. BitFit, IA3 and text-init "
         "prompts start from fixed values: for them only the data order changes. Seeds do not change the questions: "
         "with 20 test "
         "people, the sd leaves out which people were asked. Read a difference as real only when it is larger than "
-        "the two sds added together and larger than about 5 points.",
+        "the two sds added together and larger than about 5 points (forgetting is a loss, not a percentage: "
+        "there only the first part applies).",
         "",
         "Besides validation, three exact-match columns: **new people, trained wordings** (480 questions about "
         "people never asked about "

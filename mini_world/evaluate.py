@@ -44,8 +44,25 @@ def load_adapter(adapter: str):
     return lesson, folder, model, tokenizer, load_base_model(artifact_base(folder)).eval()
 
 
+QA_TEST, QA_TRAIN = WORLD_DIR / "qa_test.jsonl", WORLD_DIR / "qa_train.jsonl"
+# the columns next to QA-test's when the questions are QA-test's: the same people asked in other wordings, and the
+# training people in the trained wording (what one wording per attribute teaches, and what is memorised)
+EXTRA_COLUMNS = {"new_wordings": "same people, new wordings", "train_people": "training people"}
+
+
+def extra_question_sets(questions: list[dict]) -> dict[str, list[dict]]:
+    from .wordings import in_new_wordings
+
+    people = read_jsonl(WORLD_DIR / "people.jsonl")
+    return {"new_wordings": in_new_wordings(questions, people), "train_people": read_jsonl(QA_TRAIN)}
+
+
 def evaluate(
-    adapter: str, questions: str, held_out_bios: str, batch_size: int = 64, max_new_tokens: int = ANSWER_TOKENS
+    adapter: str,
+    questions: str = str(QA_TEST),
+    held_out_bios: str = str(WORLD_DIR / "bios_held_out.jsonl"),
+    batch_size: int = 64,
+    max_new_tokens: int = ANSWER_TOKENS,
 ) -> dict:
     from measure.scoring import score_model
 
@@ -54,10 +71,14 @@ def evaluate(
     bios = [r["text"] for r in read_jsonl(Path(held_out_bios))]
     result = {"lesson": lesson, "adapter": str(folder), "questions": len(rows),
               "people": len({r.get("name", r["instruction"]) for r in rows})}  # fmt: skip
+    extra = extra_question_sets(rows) if Path(questions).resolve() == QA_TEST.resolve() else {}
     for side, m in (("base", base), ("trained", model)):  # the one scorer compare.py uses too
         scored = score_model(m, tokenizer, rows, bios, batch_size, max_new_tokens)
         result[side + "_answers"] = scored.pop("answers")
         result[side] = scored
+        for name, extra_rows in extra.items():
+            result[side][name] = score_model(m, tokenizer, extra_rows, None, batch_size, max_new_tokens)["exact_match"]
+    result["extra_questions"] = {name: len(extra_rows) for name, extra_rows in extra.items()}
     result["forgetting"] = result["trained"]["lm_loss"] - result["base"]["lm_loss"]
     return result
 
@@ -93,6 +114,14 @@ def report(result: dict, rows: list[dict], examples: int) -> str:
         s = result[side]
         lines.append(f"{side:10}{s['exact_match']:>12.1%}{s['rouge_l']:>9.1%}{s['bleu4']:>8.1%}{s['lm_loss']:>9.3f}")
     lines.append(f"forgetting (LM loss on held-out biographies, trained - base): {result['forgetting']:+.3f}")
+    if result["extra_questions"]:
+        n = result["extra_questions"]
+        titles = EXTRA_COLUMNS["new_wordings"], EXTRA_COLUMNS["train_people"]
+        lines.append(f"exact match{'new people':>14}{titles[0]:>28}{titles[1]:>17}")
+        lines.append(f"{'(questions)':11}{result['questions']:>14}{n['new_wordings']:>28}{n['train_people']:>17}")
+        for side in ("base", "trained"):
+            s = result[side]
+            lines.append(f"{side:11}{s['exact_match']:>14.1%}{s['new_wordings']:>28.1%}{s['train_people']:>17.1%}")
     step = max(1, len(rows) // max(1, examples))
     for i in [k * step + k for k in range(examples) if k * step + k < len(rows)]:  # k: vary the attribute
         lines.append(f"Q: {rows[i]['instruction']}  expected: {rows[i]['output']}")
@@ -103,7 +132,12 @@ def report(result: dict, rows: list[dict], examples: int) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", required=True, help="a lesson's output folder or its adapter/ folder")
-    parser.add_argument("--questions", default=str(WORLD_DIR / "qa_test.jsonl"))
+    parser.add_argument(
+        "--questions",
+        default=str(QA_TEST),
+        help="question file (default: QA-test's 40 people; with it, also exact match on the same "
+        "people asked in the 12 wordings no training file uses, and on the 40 training people)",
+    )
     parser.add_argument("--held_out_bios", default=str(WORLD_DIR / "bios_held_out.jsonl"))
     parser.add_argument("--max_new_tokens", type=int, default=ANSWER_TOKENS,
                         help="longest answer in tokens; lesson 07's full-sentence answers need 24")  # fmt: skip

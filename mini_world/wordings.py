@@ -76,6 +76,14 @@ def wording_sets(people: list[dict], seed: int = 0) -> dict[str, list[dict]]:
     }
 
 
+def in_new_wordings(questions: list[dict], people: list[dict]) -> list[dict]:
+    """The people that `questions` ask about, asked in the held-out wordings (2 per attribute; no training file of
+    the world uses them): mini_world.evaluate's second column for adapters trained on the one-wording QA-train."""
+    names = dict.fromkeys(r["name"] for r in questions)
+    by_name = {p["name"]: p for p in people}
+    return [r for name in names for r in rows(by_name[name], True)]
+
+
 def people_subset(rows_: list[dict], n_people: int) -> list[dict]:
     """The rows of the first `n_people` people (in file order): the data-size axis trains on these."""
     names = list(dict.fromkeys(r["name"] for r in rows_))[:n_people]

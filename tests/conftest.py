@@ -9,6 +9,13 @@ from common.quiet import silence_library_noise
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` on 2 cores: two workers with 2 torch threads each slow each other many times over; one thread
+    # per worker, and per process each worker starts (lesson scripts, torchrun), keeps the cores busy without that
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def pytest_runtest_setup(item):

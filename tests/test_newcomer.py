@@ -131,5 +131,5 @@ def test_ci_installs_what_the_readme_says_and_nothing_else():
     assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text(encoding="utf-8").splitlines()
     installs = re.findall(r"^\s*(?:\$SUDO )?(?:python -m )?(?:pip|apt-get) install .*$", ci, re.M)
     assert installs == ["python -m pip install -q --upgrade pip"], "CI installs something the README does not name"
-    assert ci.endswith("\npython -m pytest -q\n")  # the README's full test command, as the README writes it
-    assert "\npython -m pytest -q  " in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert ci.endswith("\npython -m pytest -q -n 2\n")  # the README's full test command, as the README writes it
+    assert "\npython -m pytest -q -n 2  " in (ROOT / "README.md").read_text(encoding="utf-8")

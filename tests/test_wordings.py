@@ -49,3 +49,21 @@ def test_people_subset_keeps_whole_people(n):
     rows = read_jsonl(WORDINGS_DIR / "train.jsonl")
     subset = people_subset(rows, n)
     assert len({r["name"] for r in subset}) == n and len(subset) == n * len(rows) // 40
+
+
+def test_qa_test_people_in_new_wordings_ask_the_same_people_in_wordings_no_training_file_uses():
+    """mini_world.evaluate's second column for the one-wording demos: QA-test's 40 people, every attribute in its
+    2 held-out wordings, with each person's own answers."""
+    from mini_world.wordings import in_new_wordings
+
+    qa_test = read_jsonl(WORLD_DIR / "qa_test.jsonl")
+    people = read_jsonl(WORLD_DIR / "people.jsonl")
+    asked = in_new_wordings(qa_test, people)
+    assert len(asked) == len(qa_test) * 2
+    assert [r["name"] for r in asked[::2]] == [r["name"] for r in qa_test]  # same people, in QA-test's order
+    trained_wordings = {r["wording"] for r in read_jsonl(WORDINGS_DIR / "train.jsonl")}
+    qa_questions = {r["instruction"] for n in ("qa_train", "qa_test") for r in read_jsonl(WORLD_DIR / f"{n}.jsonl")}
+    assert all(r["held_out_wording"] and r["wording"] not in trained_wordings for r in asked)
+    assert not {r["instruction"] for r in asked} & qa_questions
+    answers = {(p["name"], key): p[key] for p in people for key in ATTRIBUTES}
+    assert all(r["output"] == answers[(r["name"], r["attribute"])] for r in asked)
