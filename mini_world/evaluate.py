@@ -7,6 +7,9 @@ The adapter answers through its own lesson's infer.py (`load_for_inference`, the
 scored by measure.scoring, the scorer compare.py uses.
 The questions are about people whose biographies the base model read in pretraining but who never appeared in a
 question during fine-tuning, so a correct answer means fine-tuning unlocked knowledge that pretraining stored.
+With the default questions (QA-test, one wording per attribute, as in QA-train), a second table gives exact match
+on the same people asked in the 12 wordings no training file uses, and on the training people: how much of what
+was learned is tied to the trained wording, and how much is memorised.
 """
 
 import argparse
