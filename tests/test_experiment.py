@@ -34,6 +34,20 @@ def test_validation_picks_exact_match_then_rouge_then_the_lower_rate():
     assert mean_sd([1.0, 3.0]) == pytest.approx((2.0, 2**0.5))
 
 
+def test_seed0_gap_is_seed_0_minus_its_reruns_in_points_averaged_over_arms():
+    from measure.experiment_report import seed0_gap
+
+    def run(arm, seed, val, test, k=-2):
+        scores = {"val": {"exact_match": val}, "test_trained_wordings": {"exact_match": test}}
+        return {"arm": arm, "k": k, "seed": seed, "n_people": 0, "scores": scores}
+
+    records = [run("a", 0, 0.5, 0.4), run("a", 1, 0.3, 0.4), run("a", 2, 0.1, 0.4), run("a", 0, 0.9, 0.9, k=-3),
+               run("b", 0, 0.2, 0.1), run("b", 1, 0.2, 0.3)]  # fmt: skip
+    gap = seed0_gap(records, {"a": -2, "b": -2})
+    assert gap["val"] == pytest.approx((30 + 0) / 2)
+    assert gap["test_trained_wordings"] == pytest.approx((0 - 20) / 2)
+
+
 @pytest.mark.skipif(not REPORT.is_file(), reason="the experiment report is not committed yet")
 def test_committed_report_picks_rates_on_validation_inside_their_grids_with_three_seeds():
     report = json.loads(REPORT.read_text(encoding="utf-8"))
