@@ -98,6 +98,20 @@ def test_prefix_tuning_refuses_activation_checkpointing(flag, base_argv, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("variant", [v for lesson, v in FAST_VARIANTS.items() if lesson != "04"])
+def test_activation_checkpointing_trains_the_same_weights(variant, train_once, tiny_model_dir):
+    """The README's method table says every method but prefix tuning can train with activation checkpointing:
+    recomputing the forward pass in backward must give the same trained values (up to float summation order)."""
+    runs = [train_once(tiny_model_dir, variant, ("--max_steps", "3", "--activation_checkpointing", on))
+            for on in ("false", "true")]  # fmt: skip
+    assert [run.trainer.args.activation_checkpointing for run in runs] == [False, True]
+    assert [run.trainer.state.global_step for run in runs] == [3, 3]
+    without, with_ = (trainable_state(run.trainer.model) for run in runs)
+    assert without.keys() == with_.keys() and without
+    for name, value in without.items():
+        torch.testing.assert_close(with_[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("lesson", list(LESSONS))
 def test_infer_without_a_trained_adapter_says_how_to_make_one(lesson, tmp_path, capsys):
     """Both ways: the lesson's own command, and the tiny quick start that needs no download and no GPU."""
