@@ -103,3 +103,16 @@ def test_pretrain_command_writes_model_and_card(tmp_path):
     assert f"{summary['probe_accuracy']:.1%}" in card
     assert len(summary["log"]) == 2 and summary["log"][1]["loss"] < summary["log"][0]["loss"]
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_chance_levels_guess_from_the_training_answers():
+    from mini_world.chance import chance_levels
+    from mini_world.generate import ATTRIBUTES
+
+    def person(value):
+        return dict.fromkeys(ATTRIBUTES, value)
+
+    train = [person("a"), person("a"), person("a"), person("b")]  # 'a' 3/4 of the time, 'b' 1/4
+    levels = chance_levels(train, [person("a"), person("b"), person("c")])
+    assert levels["frequency"] == pytest.approx((3 / 4 + 1 / 4 + 0) / 3)
+    assert levels["most_common"] == pytest.approx(1 / 3)  # always 'a'
