@@ -56,7 +56,7 @@ def load_for_inference(adapter=None, model_name_or_path=None, dtype="float32", t
 def merge(model, tokenizer, out_dir: str, gen_kwargs: dict) -> None:
     # the base was dequantised on loading (dequantize=True): W' = dequant(W_q) is exactly what the adapter was
     # trained against, and W' + B @ A is added in full precision. peft's own merge on a quantised base would
-    # quantise W' + B @ A again (most of a small update rounds away); merge_check.py measures both
+    # quantise W' + B @ A again (a second rounding of every weight); merge_check.py measures what that changes
     save_merged(model.merge_and_unload(), tokenizer, out_dir, gen_kwargs)
 
 
