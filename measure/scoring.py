@@ -2,8 +2,8 @@
 match, character ROUGE-L F1, character BLEU-4), and forgetting. compare.py and mini_world.evaluate both use it.
 
 Chinese has no spaces, so the overlap metrics count characters (after stripping whitespace at both ends):
-every character is one token, as `list(text)` gives. LLaMA-Factory's evaluation segments words with jieba
-instead; character scores are higher for near-misses and need no segmenter.
+every character is one token, as `list(text)` gives. LLaMA-Factory's evaluation segments words with jieba for
+ROUGE (its BLEU-4 also counts characters); character ROUGE is higher for near-misses and needs no segmenter.
 """
 
 import math

@@ -249,13 +249,14 @@ def base_argv(tiny_model_dir, overfit_file, tmp_path):
 def test_missing_bitsandbytes_says_how_to_install_it(base_argv, trained, tmp_path, capsys, monkeypatch):
     import importlib.util
 
+    adapter = str(trained("qlora_nf4").out_dir)  # trained before bitsandbytes goes missing
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else
                         find_spec(name, *a))  # fmt: skip
     install = "pip install -r 08-chatbot_qlora/requirements.txt"
     fails_cleanly(capsys, "08", "train", base_argv, install)
     assert not (tmp_path / "out").exists()
-    fails_cleanly(capsys, "08", "infer", ["--adapter", str(trained("qlora_nf4").out_dir), "--prompt", "x"], install)
+    fails_cleanly(capsys, "08", "infer", ["--adapter", adapter, "--prompt", "x"], install)
     fails_cleanly(capsys, "08", "from_scratch", ["--model_name_or_path", str(MINI)], install)
     requirements = (ROOT / "08-chatbot_qlora" / "requirements.txt").read_text(encoding="utf-8")
     assert "bitsandbytes==" in requirements
