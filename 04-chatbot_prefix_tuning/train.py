@@ -38,7 +38,11 @@ class ScriptArguments(BaseScriptArguments):
     )
     num_virtual_tokens: int = field(default=10, metadata={"help": "Prefix length, per layer."})
     encoder_hidden_size: int | None = field(
-        default=None, metadata={"help": "Hidden size of the projection MLP; default: the model's hidden size."}
+        default=None,
+        metadata={
+            "help": "Hidden size of the projection MLP; default: the width of one prefix key (KV heads x "
+            "head dim: the model's hidden size when every head has its own K/V)."
+        },
     )
 
     def check(self, training_args) -> None:

@@ -16,6 +16,7 @@ from .rows import write_rows
 
 GPU_PEAK_TFLOPS = (
     ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.5),
     ("H100", 989.4),
     ("H200", 989.4),
     ("H800", 989.4),
