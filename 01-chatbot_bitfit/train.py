@@ -45,6 +45,14 @@ class ScriptArguments(BaseScriptArguments):
         },
     )
 
+    def check(self, training_args) -> None:
+        # the trained biases are fp32 (see add_method); next to a half-precision weight, F.linear needs autocast
+        if self.dtype != "float32" and not (training_args.fp16 or training_args.bf16):
+            raise UserError(
+                f"--dtype {self.dtype} needs mixed precision for BitFit: add --fp16 true (float16 base) or "
+                "--bf16 true (bfloat16 base); the trained biases are kept in fp32"
+            )
+
 
 # ---------------------------------------------------------------- 5. method
 def add_method(model, args: ScriptArguments, tokenizer):

@@ -195,7 +195,8 @@ def test_known_bad_transformers_release_is_refused_for_prompt_learning(trained, 
 def test_bitfit_keeps_trained_biases_in_fp32_on_a_half_precision_base(tiny_model_dir):
     train = lesson_module("01", "train")
     args, _ = train.parse_train_args(train.ScriptArguments, ["--model_name_or_path", str(tiny_model_dir),
-                                                             "--dtype", "float16"], train.LESSON_DIR, 1e-3)  # fmt: skip
+                                                             "--dtype", "float16", "--fp16", "true"], train.LESSON_DIR,
+                                       1e-3)  # fmt: skip
     model = train.add_method(train.load_base_model(args.model_name_or_path, args.dtype), args, None)
     norms = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
     dtypes = {name: p.dtype for name, p in model.named_parameters()}

@@ -85,6 +85,12 @@ def test_target_modules_naming_no_layer_lists_real_ones(base_argv, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_bitfit_half_precision_base_without_mixed_precision_says_which_flag(dtype, base_argv, tmp_path, capsys):
+    fails_cleanly(capsys, "01", "train", base_argv + ["--dtype", dtype], "needs mixed precision for BitFit")
+    assert not (tmp_path / "out").exists()
+
+
 def test_ia3_without_peft_defaults_for_the_architecture_says_where_to_name_layers(base_argv, capsys, monkeypatch):
     monkeypatch.setattr(lesson_module("06", "train"), "TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING", {})
     fails_cleanly(capsys, "06", "train", base_argv, "no default IA3 layers for model type 'bloom'")
