@@ -21,7 +21,7 @@ def summarise(records: list[dict], best_k: dict[str, int], base: dict) -> dict:
     for arm, k in best_k.items():
         grid = sorted((r for r in records if r["arm"] == arm and r["seed"] == 0 and not r["n_people"]),
                       key=lambda r: r["k"])  # fmt: skip
-        runs = [r for r in records if r["arm"] == arm and r["k"] == k and not r["n_people"]]
+        runs = runs_at(records, arm, k)
         ks = [r["k"] for r in grid]
         arms[arm] = {
             "name": arm, "label": ARMS[arm].title(), "control_of": ARMS[arm].control_of,
@@ -43,6 +43,11 @@ def summarise(records: list[dict], best_k: dict[str, int], base: dict) -> dict:
     return {"arms": arms, "data_size": sizes}
 
 
+def runs_at(records: list[dict], arm: str, k: int) -> list[dict]:
+    """The arm's runs (every seed, all training people) at rate index k."""
+    return [r for r in records if r["arm"] == arm and r["k"] == k and not r["n_people"]]
+
+
 def stats(runs: list[dict], base: dict) -> dict:
     out = {name: mean_sd([r["scores"][name]["exact_match"] for r in runs]) for name in SCORED_SETS}
     out["forgetting"] = mean_sd([r["lm_loss"] - base["lm_loss"] for r in runs])
@@ -56,7 +61,7 @@ def seed0_gap(records: list[dict], best_k: dict[str, int]) -> dict[str, float]:
     """
     gaps = {name: [] for name in ("val", "test_trained_wordings")}
     for arm, k in best_k.items():
-        runs = [r for r in records if r["arm"] == arm and r["k"] == k and not r["n_people"]]
+        runs = runs_at(records, arm, k)
         rest = [r for r in runs if r["seed"] != 0]
         first = [r for r in runs if r["seed"] == 0]
         if not rest or not first:
